@@ -1,0 +1,10 @@
+"""mtlutils: the package behind the notebooks on multi-task and adversarial learning in pathology.
+
+Notebooks explain, call and plot; the modules here compute. Import submodules explicitly
+(``from mtlutils import synthetic, slides``); only :func:`record` is re-exported for brevity.
+"""
+
+from mtlutils.record import record
+
+__all__ = ["record"]
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""Command line: ``mtlutils run | synth | tile | concepts`` (also ``python -m mtlutils``).
+
+Every user error ends in one line on stderr (``error: …`` naming the file or value and the fix) and a
+non-zero exit status; nothing half-written is left behind (the library writes atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="CI smoke sizes")
+    mode.add_argument("--full", action="store_const", const="full", dest="mode", help="the papers' sizes")
+    p.set_defaults(mode="default")
+    p.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names, e.g. 01 03")
+    p.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
+    p.add_argument(
+        "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a notebook parameter"
+    )
+    p.add_argument(
+        "--kernel", default="python3", help="Jupyter kernel name (default: python3, this interpreter)"
+    )
+    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    p.add_argument(
+        "--notebooks", default=None, help="folder of NN_name.ipynb notebooks (default: the project's)"
+    )
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write the synthetic multi-center cohort")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--slides", type=int, default=8, help="slides per center (default 8)")
+    p.add_argument("--size", type=int, default=2048, help="slide side in level-0 px (default 2048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-confounder", action="store_true", help="control cohort: same prevalence everywhere")
+    p.add_argument("--workers", type=int, default=1)
+
+
+def _add_tile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tile", help="tile the slides a manifest lists into a patch dataset")
+    p.add_argument("--manifest", required=True, help="CSV with slide_id, patient_id, center, split, path")
+    p.add_argument("--out", required=True, help="output folder of the patch dataset")
+    p.add_argument("--mpp", type=float, default=0.5, help="target µm per pixel of the tiles (default 0.5)")
+    p.add_argument("--size", type=int, default=224, help="tile side in px (default 224)")
+    p.add_argument("--mpp-override", type=float, default=None, help="µm/px to assume for slides lacking it")
+    p.add_argument("--max-tiles", type=int, default=None, help="at most this many tiles per slide")
+    p.add_argument("--tissue-threshold", type=float, default=0.5, help="minimum tissue fraction of a tile")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+
+
+def _add_concepts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("concepts", help="extract nuclei concepts for a patch dataset")
+    p.add_argument("--patches", required=True, help="patch dataset folder (from `mtlutils tile`)")
+    p.add_argument("--workers", type=int, default=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtlutils", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_synth, _add_tile, _add_concepts):
+        add(sub)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mtlutils.progress import progress_enabled
+    from mtlutils.runner import NOTEBOOK_DIR, NotebookFailed, parse_value, print_summary, run_notebooks
+
+    params = {name: parse_value(value) for name, value in args.p}
+    try:
+        results = run_notebooks(
+            mode=args.mode,
+            only=args.only,
+            out_dir=args.out,
+            parameters=params,
+            kernel_name=args.kernel,
+            timeout_s=args.timeout,
+            notebook_dir=args.notebooks or NOTEBOOK_DIR,
+            show_progress=progress_enabled(),
+        )
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print_summary(results)
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mtlutils.synthetic import generate_cohort
+
+    manifest = generate_cohort(
+        args.out,
+        slides_per_center=args.slides,
+        size_px=args.size,
+        seed=args.seed,
+        confounder=not args.no_confounder,
+        workers=args.workers,
+    )
+    print(f"wrote {len(manifest)} slides to {args.out}")
+    return 0
+
+
+def _cmd_tile(args: argparse.Namespace) -> int:
+    from mtlutils.slides import tile_cohort
+
+    index = tile_cohort(
+        args.manifest,
+        args.out,
+        tile_mpp=args.mpp,
+        tile_px=args.size,
+        mpp_override=args.mpp_override,
+        tissue_threshold=args.tissue_threshold,
+        max_tiles_per_slide=args.max_tiles,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(f"wrote {len(index)} patches from {index['slide_id'].nunique()} slides to {args.out}")
+    return 0
+
+
+def _cmd_concepts(args: argparse.Namespace) -> int:
+    from mtlutils.concepts import extract_concepts_cli
+
+    return extract_concepts_cli(args.patches, args.workers)
+
+
+COMMANDS = {"run": _cmd_run, "synth": _cmd_synth, "tile": _cmd_tile, "concepts": _cmd_concepts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command; user errors print one line and return non-zero."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, PermissionError, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

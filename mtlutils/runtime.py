@@ -1,0 +1,67 @@
+"""Run-time settings: CPU threads, device choice and seeding.
+
+On a 2-core laptop, several processes that each use every core make PyTorch many times slower, so
+threads are always set deliberately: :func:`set_threads` in the main process, and ``threads=1`` in each
+worker of a process pool.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def cpu_count() -> int:
+    """Cores this process may use (honours CPU affinity where the OS exposes it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set PyTorch intra-op threads (and BLAS hints for child processes) to ``n`` (default: all cores)."""
+    n = int(n or cpu_count())
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return n
+
+
+def select_device(device: str = "auto") -> str:
+    """Return ``"cuda"`` or ``"mps"`` when asked or, for ``"auto"``, when available; else ``"cpu"``."""
+    import torch
+
+    if device not in {"auto", "cpu", "cuda", "mps"} and not device.startswith("cuda:"):
+        raise ValueError(f"DEVICE={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE={device!r} but no CUDA GPU is visible; use DEVICE='auto' or 'cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and PyTorch; return a fresh ``numpy.random.Generator`` for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    return np.random.default_rng(seed)
