@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 
@@ -22,18 +23,17 @@ def cpu_count() -> int:
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set PyTorch intra-op threads (and BLAS hints for child processes) to ``n`` (default: all cores)."""
+    """Set PyTorch intra-op threads and the OpenMP/BLAS variables to ``n`` (default: all cores).
+
+    Set before NumPy/PyTorch start their thread pools (e.g. in a worker initializer) to take full effect.
+    """
     n = int(n or cpu_count())
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    if "torch" in sys.modules:  # a later `import torch` reads OMP_NUM_THREADS; importing it here costs ~2 s
+        sys.modules["torch"].set_num_threads(n)
     return n
 
 

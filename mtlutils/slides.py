@@ -906,6 +906,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _row_mpp(row: dict[str, Any]) -> float | None:
+    """The manifest's per-slide ``mpp`` (an override of the metadata), or None when empty."""
+    value = row.get("mpp")
+    return float(value) if value is not None and not pd.isna(value) else None
+
+
+def _check_slide_opens(row: dict[str, Any], mpp_override: float | None) -> None:
+    """Open a manifest row's slide and resolve its MPP (raises the same one-line errors as tiling)."""
+    with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override):
+        pass
+
+
 def _tile_one_slide(
     row: dict[str, Any], out_dir: str, params: dict[str, Any], mpp_override: float | None
 ) -> dict[str, Any]:
@@ -913,9 +925,7 @@ def _tile_one_slide(
     from mtlutils.annotations import read_asap_xml
 
     target = Path(out_dir) / f"{row['slide_id']}.h5"
-    override = row.get("mpp")
-    override = float(override) if override is not None and not pd.isna(override) else None
-    with open_slide(row["path"], mpp_override=override, default_mpp=mpp_override) as slide:
+    with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override) as slide:
         key = {
             **params,
             "format": CACHE_FORMAT,
@@ -1085,6 +1095,8 @@ def tile_cohort(
         "mask_mpp": float(mask_mpp),
     }
     rows = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+    for row in rows:  # fail fast: a bad slide late in the list must not cost a long run first
+        _check_slide_opens(row, mpp_override)
 
     def track(iterator: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
         return (
