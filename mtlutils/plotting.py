@@ -63,55 +63,6 @@ def image_grid(
     return fig
 
 
-def tile_overlay(
-    thumbnail: np.ndarray,
-    mask: np.ndarray | None,
-    coords: pd.DataFrame,
-    tile_size_level0: float,
-    thumb_downsample: float,
-    label_column: str = "label",
-    polygons: Sequence[np.ndarray] = (),
-    ax: matplotlib.axes.Axes | None = None,
-    title: str = "",
-) -> matplotlib.axes.Axes:
-    """Draw a slide thumbnail, its tissue mask (contour), tumour polygons and the kept tile grid.
-
-    ``coords`` has level-0 ``x_px, y_px`` (top-left corners); tiles coloured by ``label_column``
-    (red tumour, green normal). ``thumb_downsample`` = level-0 px per thumbnail px.
-    """
-    from matplotlib.patches import Rectangle
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(thumbnail)
-    if mask is not None:
-        extent = (-0.5, thumbnail.shape[1] - 0.5, thumbnail.shape[0] - 0.5, -0.5)
-        ax.contour(
-            np.asarray(mask, float),
-            levels=[0.5],
-            colors="royalblue",
-            linewidths=0.8,
-            extent=extent,
-            origin="upper",
-        )
-    side = tile_size_level0 / thumb_downsample
-    for x, y, lab in zip(
-        coords["x_px"], coords["y_px"], coords.get(label_column, pd.Series(0, index=coords.index))
-    ):
-        colour = "red" if lab == 1 else "limegreen"
-        ax.add_patch(
-            Rectangle(
-                (x / thumb_downsample, y / thumb_downsample), side, side, fill=False, lw=0.5, edgecolor=colour
-            )
-        )
-    for poly in polygons:
-        p = np.asarray(poly) / thumb_downsample
-        ax.plot(np.r_[p[:, 0], p[:1, 0]], np.r_[p[:, 1], p[:1, 1]], color="black", lw=1, ls="--")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    return ax
-
-
 def panel_grid(n: int, ncols: int = 4, size: float = 3.2) -> tuple[matplotlib.figure.Figure, np.ndarray]:
     """An ``n``-panel figure (axes flattened; unused panels hidden)."""
     ncols = max(1, min(ncols, n))
@@ -145,3 +96,30 @@ def distributions_by_group(
     fig.tight_layout()
     save_figure(fig, name)
     return fig
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB uint8 array from a PNG/JPEG file (e.g. the QC pictures written by tiling)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def scatter_by_group(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str,
+    col: str | None = None,
+    name: str | None = None,
+    size: float = 3.2,
+) -> matplotlib.figure.Figure:
+    """Scatter ``y`` against ``x`` coloured by ``hue``, one panel per value of ``col``."""
+    import seaborn as sns
+
+    grid = sns.relplot(
+        data=df, x=x, y=y, hue=hue, col=col, height=size, s=18, alpha=0.8, palette=CENTER_PALETTE
+    )
+    save_figure(grid.figure, name)
+    return grid.figure

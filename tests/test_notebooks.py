@@ -1,0 +1,71 @@
+"""Every numbered notebook follows the conventions and runs end to end in quick mode (papermill)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mtlutils import runner
+
+NOTEBOOKS = runner.list_notebooks()
+REQUIRED_PARAMETERS = {"MODE", "SEED", "DATA_DIR", "DEVICE"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path: Path, caplog):
+    nb = nbformat.read(path, as_version=4)
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+", path.stem), "notebooks are named NN_snake_case.ipynb"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), "first cell: a markdown title"
+    assert "What you will learn" in first.source and "CPU time" in first.source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    with caplog.at_level("WARNING"):
+        declared = set(runner.notebook_parameters(path))
+    assert "Unable to parse" not in caplog.text, "papermill cannot parse a parameter line (avoid = ; ' in comments)"
+    assert REQUIRED_PARAMETERS <= declared, f"parameters cell lacks {REQUIRED_PARAMETERS - declared}"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    assert "widgets" not in nb.metadata, "no widget state in committed notebooks"
+    for c in code:
+        assert not re.search(r"^\s*(def|class) ", c.source, flags=re.M), "logic belongs in mtlutils, not in a notebook"
+        assert len(c.source.splitlines()) <= 20, f"a code cell of {len(c.source.splitlines())} lines: move logic to mtlutils"
+    last_md = [c for c in nb.cells if c.cell_type == "markdown"][-1]
+    assert "Exercises" in last_md.source, "notebooks end with exercises"
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[dict, Path]:
+    """All notebooks once, in quick mode, on fresh data (later notebooks read what 01 wrote)."""
+    root = tmp_path_factory.mktemp("tutorial")
+    out = root / "run"
+    try:
+        results = runner.run_notebooks(
+            mode="quick", out_dir=out, parameters={"DATA_DIR": str(root / "data")}, show_progress=False
+        )
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err))
+    return results, out
+
+
+@pytest.mark.notebook
+def test_quick_tutorial_runs_and_records(quick_run):
+    results, out = quick_run
+    assert set(results["notebooks"]) == {p.stem for p in NOTEBOOKS}
+    assert all(info["status"] == "ok" for info in results["notebooks"].values())
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["mode"] == "quick" and saved["figures"] == results["figures"]
+    assert any((out / "figures").glob("*.png")), "notebooks save their figures into the run folder"
+
+
+@pytest.mark.notebook
+def test_data_preparation_numbers(quick_run):
+    figures = quick_run[0]["figures"]
+    assert figures["01.n_slides"] >= 8
+    by_center = figures["01.patches_by_center"]
+    assert set(by_center) >= {"A", "B", "C", "D"}
+    assert sum(by_center.values()) == figures["01.n_patches"] > 0
