@@ -123,3 +123,134 @@ def scatter_by_group(
     )
     save_figure(grid.figure, name)
     return grid.figure
+
+
+def segmentation_overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    color: tuple[int, int, int] = (0, 255, 0),
+    thickness: int = 1,
+    points: np.ndarray | None = None,
+    point_color: tuple[int, int, int] = (255, 255, 0),
+) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with the outline of every labelled region (e.g. each nucleus) drawn in
+    ``color``; ``labels`` is an (H, W) integer image, 0 = background. ``points``: optional (K, 2) x, y
+    positions in image pixels (e.g. true nucleus centres, a pixel's centre at +0.5) marked by a small
+    cross in ``point_color``. Returns a new uint8 array."""
+    from scipy import ndimage as ndi
+
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"segmentation_overlay(): image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
+        )
+    if labels.shape != image.shape[:2]:
+        raise ValueError(
+            f"segmentation_overlay(): labels {labels.shape} and image {image.shape[:2]} differ in size; "
+            "pass the label image segmented from this image"
+        )
+    if thickness < 1:
+        raise ValueError(f"segmentation_overlay(): thickness={thickness} must be >= 1 px")
+    # inner outline: a labelled pixel whose 4-neighbourhood holds another label (or background)
+    edge = np.zeros(labels.shape, dtype=bool)
+    for axis in (0, 1):
+        differs = np.diff(labels, axis=axis) != 0
+        lo = [slice(None), slice(None)]
+        hi = [slice(None), slice(None)]
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(lo)] |= differs
+        edge[tuple(hi)] |= differs
+    edge &= labels > 0
+    if thickness > 1:
+        edge = ndi.binary_dilation(edge, iterations=thickness - 1) & (labels > 0)
+    out = image.copy()
+    out[edge] = np.asarray(color, dtype=np.uint8)
+    if points is not None:
+        xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        cols, rows = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
+        for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+            r, c = rows + dr, cols + dc
+            ok = (r >= 0) & (r < out.shape[0]) & (c >= 0) & (c < out.shape[1])
+            out[r[ok], c[ok]] = np.asarray(point_color, dtype=np.uint8)
+    return out
+
+
+def heatmap(
+    table: pd.DataFrame,
+    name: str | None = None,
+    title: str | None = None,
+    cmap: str = "vlag",
+    center: float | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = ".2f",
+    size: tuple[float, float] | None = None,
+) -> matplotlib.figure.Figure:
+    """A numeric table as an annotated colour grid (rows × columns), e.g. concept × statistic."""
+    import seaborn as sns
+
+    if table.empty:
+        raise ValueError("heatmap(): the table is empty; check the selection that produced it")
+    values = table.apply(pd.to_numeric, errors="coerce")
+    width, height = size or (1.0 + 0.9 * values.shape[1], 0.8 + 0.38 * values.shape[0])
+    fig, ax = plt.subplots(figsize=(max(width, 3.0), max(height, 2.0)))
+    sns.heatmap(values, annot=True, fmt=fmt, cmap=cmap, center=center, vmin=vmin, vmax=vmax, ax=ax, cbar=True)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
+
+
+def scatter_panels(
+    df: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    hue: str | None = None,
+    titles: Sequence[str] | None = None,
+    name: str | None = None,
+    identity: bool = True,
+    ncols: int = 4,
+    size: float = 3.4,
+) -> matplotlib.figure.Figure:
+    """One scatter panel per ``(x, y)`` column pair, coloured by ``hue``; ``identity`` draws y = x
+    (e.g. measured against true values in the same unit)."""
+    import seaborn as sns
+
+    if not pairs:
+        raise ValueError("scatter_panels(): no (x, y) pairs to plot")
+    missing = sorted(
+        {c for pair in pairs for c in pair if c not in df.columns} | ({hue} - set(df.columns) - {None})
+    )
+    if missing:
+        raise ValueError(f"scatter_panels(): the table lacks column(s) {missing}")
+    fig, axes = panel_grid(len(pairs), ncols=ncols, size=size)
+    for k, (ax, (x, y)) in enumerate(zip(axes, pairs, strict=True)):
+        sns.scatterplot(
+            data=df,
+            x=x,
+            y=y,
+            hue=hue,
+            ax=ax,
+            s=10,
+            alpha=0.6,
+            linewidth=0,
+            palette=CENTER_PALETTE if hue else None,
+            legend=k == 0,
+        )
+        if identity:
+            finite = df[[x, y]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite).all(axis=1)]
+            if len(finite):
+                lo, hi = float(finite.min()), float(finite.max())
+                ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8, ls="--")
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig

@@ -533,3 +533,207 @@ def test_real_slide_counts_survive_an_unseen_stain(real_slide):
         ((0.70, 0.65, 0.30), (0.25, 0.95, 0.20), 1.3, 1.2),  # darker, purple eosin
     ]:
         assert abs(C.segment_nuclei(restain(region, *stain), mpp).max() - native) <= 0.15 * native, stain
+
+
+# --------------------------------------------------------------------------------------------------
+# What the concepts track: labels, centers, ground truth, stain normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+def test_read_concept_dataset_joins_the_index(tmp_path):
+    folder = tmp_path / "p"
+    index = write_patch_dir(folder)
+    index.assign(label=[1.0, 0.0, np.nan, 0.0, 1.0, 0.0, 1.0], tissue_fraction=0.9, x_px=range(7)).to_csv(
+        folder / "index.csv", index=False
+    )
+    C.extract_patch_dir_concepts(folder)
+    data = C.read_concept_dataset(folder)
+    assert len(data) == 7 and data["x_px"].tolist() == list(range(7))
+    assert data["tissue"].tolist() == ["tumour", "normal", "unknown", "normal", "tumour", "normal", "tumour"]
+    assert (data["tile_tissue_fraction"] == 0.9).all()  # the index's (thumbnail) fraction, renamed
+    assert data["tissue_fraction"].tolist() == C.read_concepts(folder)["tissue_fraction"].tolist()
+    assert C.patch_dir_mpp(folder) == 0.5
+    index.iloc[::-1].to_csv(folder / "index.csv", index=False)  # tiled again: rows no longer match
+    with pytest.raises(ValueError, match="does not match"):
+        C.read_concept_dataset(folder)
+
+
+def _confounded_table(seed: int = 0, n: int = 600) -> pd.DataFrame:
+    """Centers A/B/C with tumour prevalence 0.8/0.5/0.2. ``tissue`` depends on the label only,
+    ``stain`` on the center only, ``both`` on both, ``noise`` on nothing."""
+    rng = np.random.default_rng(seed)
+    center = rng.choice(["A", "B", "C"], n)
+    label = (rng.uniform(size=n) < pd.Series(center).map({"A": 0.8, "B": 0.5, "C": 0.2}).to_numpy()).astype(
+        float
+    )
+    shift = pd.Series(center).map({"A": 0.0, "B": 2.0, "C": 4.0}).to_numpy()
+    return pd.DataFrame(
+        {
+            "center": center,
+            "label": label,
+            "tissue": 2.0 * label + rng.normal(size=n),
+            "stain": shift + rng.normal(size=n),
+            "both": label + shift + rng.normal(size=n),
+            "noise": rng.normal(size=n),
+        }
+    )
+
+
+def test_label_association_auc_matches_scikit_learn_and_sees_through_the_confounder():
+    from sklearn.metrics import roc_auc_score
+
+    table = _confounded_table()
+    out = C.concept_label_association(table, ["tissue", "stain", "noise"])
+    for name in ("tissue", "stain", "noise"):
+        assert out.loc[name, "auc"] == pytest.approx(roc_auc_score(table["label"], table[name]))
+        assert out.loc[name, "r_pb"] == pytest.approx(np.corrcoef(table[name], table["label"])[0, 1])
+    assert out.loc["tissue", "auc"] > 0.85 and out.loc["tissue", "auc_within"] > 0.85
+    # stain is higher in C, where tumour is rare: pooled it "predicts" normal, within centers it is chance
+    assert out.loc["stain", "auc"] < 0.3 and out.loc["stain", "separation"] > 0.7
+    assert abs(out.loc["stain", "auc_within"] - 0.5) < 0.08
+    assert {"auc_A", "auc_B", "auc_C"} <= set(out.columns)
+    assert out.loc["stain", "p_value"] < 1e-6 and out.loc["noise", "p_value"] > 1e-3
+    pooled_only = C.concept_label_association(table, ["tissue"], by=None)
+    assert "auc_within" not in pooled_only.columns
+
+
+def test_label_association_perfect_reversed_and_missing_values():
+    table = pd.DataFrame(
+        {"label": [0, 0, 1, 1, np.nan], "up": [1.0, 2, 3, 4, 5], "down": [4.0, 3, 2, np.nan, 0]}
+    )
+    out = C.concept_label_association(table, ["up", "down"], by=None)
+    assert out.loc["up", "auc"] == 1.0 and out.loc["up", "n"] == 4
+    assert (
+        out.loc["down", "auc"] == 0.0 and out.loc["down", "separation"] == 1.0 and out.loc["down", "n"] == 3
+    )
+    with pytest.raises(ValueError, match="0/1 labels"):
+        C.concept_label_association(table.assign(label=[0, 1, 2, 1, 0]), ["up"], by=None)
+    with pytest.raises(ValueError, match="lacks concept"):
+        C.concept_label_association(table, ["area"], by=None)
+    with pytest.raises(ValueError, match="group column 'center'"):
+        C.concept_label_association(table, ["up"])
+
+
+def test_center_association_eta2_and_kruskal_match_scipy():
+    from scipy.stats import kruskal
+
+    table = _confounded_table()
+    out = C.concept_center_association(table, ["stain", "noise"])
+    groups = [table.loc[table["center"] == c, "stain"].to_numpy() for c in "ABC"]
+    x = table["stain"].to_numpy()
+    ss_between = sum(len(g) * (g.mean() - x.mean()) ** 2 for g in groups)
+    assert out.loc["stain", "eta2"] == pytest.approx(ss_between / ((x - x.mean()) ** 2).sum())
+    assert out.loc["stain", "eta2"] > 0.7 and out.loc["noise", "eta2"] < 0.02
+    h = kruskal(*groups).statistic
+    assert out.loc["stain", "kw_h"] == pytest.approx(h) and out.loc["stain", "kw_df"] == 2
+    assert out.loc["stain", "epsilon2"] == pytest.approx(h / (len(x) - 1))
+    assert out.loc["noise", "p_value"] == pytest.approx(
+        kruskal(*[table.loc[table["center"] == c, "noise"] for c in "ABC"]).pvalue
+    )
+
+
+def test_center_association_stratified_by_label_removes_the_prevalence_effect():
+    table = _confounded_table(seed=1, n=1500)
+    naive = C.concept_center_association(table, ["tissue", "stain"])
+    stratified = C.concept_center_association(table, ["tissue", "stain"], within="label")
+    normal_only = C.concept_center_association(table[table["label"] == 0], ["tissue", "stain"])
+    assert naive.loc["tissue", "eta2"] > 0.08  # ~0.12: the label differs between centers
+    assert stratified.loc["tissue", "eta2"] < 0.01 and normal_only.loc["tissue", "eta2"] < 0.01
+    assert stratified.loc["stain", "eta2"] > 0.6  # a real center effect stays (~0.68 here)
+    assert stratified.loc["tissue", "kw_df"] == 4  # 2 strata x (3 centers - 1)
+    assert stratified.loc["tissue", "p_value"] > 1e-3 and stratified.loc["stain", "p_value"] < 1e-12
+    one_center = C.concept_center_association(table[table["center"] == "A"], ["stain"])
+    assert np.isnan(one_center.loc["stain", "eta2"]) and one_center.loc["stain", "kw_df"] == 0
+    with pytest.raises(ValueError, match="stratum column 'grade'"):
+        C.concept_center_association(table, ["stain"], within="grade")
+
+
+def test_ground_truth_agreement_pooled_and_by_group():
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame({"count": rng.uniform(1000, 5000, 90), "area": rng.uniform(20, 90, 90)})
+    measured = pd.DataFrame(
+        {
+            "center": np.repeat(["A", "B", "C"], 30),
+            "count": truth["count"] * 0.9,  # biased but perfectly ranked
+            "area": truth["area"] + rng.normal(0, 30, 90),  # noisy
+        }
+    )
+    measured.loc[5, "area"] = np.nan
+    out = C.ground_truth_agreement(measured, truth, pairs={"count": "count", "area": "area"})
+    table = out.set_index(["concept", "group"])
+    assert list(out["group"].unique()) == ["all", "A", "B", "C"]
+    assert table.loc[("count", "all"), "spearman"] == pytest.approx(1.0)
+    assert table.loc[("count", "B"), "median_ratio"] == pytest.approx(0.9)
+    assert table.loc[("area", "all"), "n"] == 89 and table.loc[("area", "A"), "n"] == 29
+    assert 0.2 < table.loc[("area", "all"), "spearman"] < 0.9
+    with pytest.raises(ValueError, match="row-aligned"):
+        C.ground_truth_agreement(measured.iloc[:10], truth)
+    with pytest.raises(ValueError, match="ground-truth column 'area_cv'"):
+        C.ground_truth_agreement(measured, truth, pairs={"area": "area_cv"})
+
+
+def test_normalisation_effect_compares_each_method_with_the_reference():
+    base = _confounded_table(seed=2, n=300)
+    scaled = base.assign(stain=base["stain"] * 2 + 1, tissue=base["tissue"])
+    flattened = base.assign(stain=base["stain"] - base.groupby("center")["stain"].transform("mean") + 10)
+    out = C.normalisation_effect(
+        {"none": base, "scaled": scaled, "flat": flattened}, ["tissue", "stain"], within=None
+    ).set_index(["method", "concept"])
+    assert out.loc[("none", "stain"), "spearman"] == pytest.approx(1.0)
+    assert out.loc[("none", "stain"), "median_change"] == pytest.approx(0.0)
+    assert out.loc[("scaled", "stain"), "spearman"] == pytest.approx(1.0)
+    assert out.loc[("scaled", "stain"), "eta2"] == pytest.approx(out.loc[("none", "stain"), "eta2"])
+    assert out.loc[("flat", "stain"), "eta2"] < 0.01 < out.loc[("none", "stain"), "eta2"]
+    assert out.loc[("flat", "tissue"), "median_change"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="reference='raw'"):
+        C.normalisation_effect({"none": base}, ["stain"], reference="raw")
+    with pytest.raises(ValueError, match="same patches"):
+        C.normalisation_effect({"none": base, "x": base.iloc[:5]}, ["stain"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures for the concepts notebook (mtlutils.plotting)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_segmentation_overlay_outlines_each_nucleus_and_marks_points():
+    from mtlutils.plotting import segmentation_overlay
+
+    image = np.full((20, 20, 3), 200, np.uint8)
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[2:8, 8:14] = 2  # touching nucleus: the shared border is outlined too
+    out = segmentation_overlay(image, labels, color=(0, 255, 0), points=[[15.5, 15.5]])
+    green = (out == (0, 255, 0)).all(axis=-1)
+    assert green[2, 2] and green[7, 5] and green[4, 7] and green[4, 8]  # outer and shared edges
+    assert not green[4, 4] and not green[0, 0]  # interior and background untouched
+    assert (out[15, 15] == (255, 255, 0)).all() and (out[14, 15] == (255, 255, 0)).all()
+    assert (image == 200).all()  # a new array
+    thick = segmentation_overlay(image, labels, thickness=2)
+    assert ((thick == (0, 255, 0)).all(axis=-1)).sum() > green.sum()
+    with pytest.raises(ValueError, match="differ in size"):
+        segmentation_overlay(image, labels[:10])
+    with pytest.raises(ValueError, match="uint8"):
+        segmentation_overlay(image.astype(float), labels)
+
+
+def test_heatmap_and_scatter_panels_are_saved_under_the_run_folder(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from mtlutils import plotting
+
+    monkeypatch.setenv(plotting.RUN_DIR_ENV, str(tmp_path))
+    table = pd.DataFrame({"auc": [0.8, 0.4], "eta2": [0.1, np.nan]}, index=["count", "area"])
+    fig = plotting.heatmap(table, name="t_heatmap", title="x", vmin=0, vmax=1)
+    assert (tmp_path / "figures" / "t_heatmap.png").is_file()
+    assert len(fig.axes[0].texts) == 3  # one annotation per finite cell
+    df = pd.DataFrame({"a": [1.0, 2, 3], "b": [1.0, 2.5, 2.9], "c": [3.0, 2, 1], "g": ["A", "B", "A"]})
+    fig2 = plotting.scatter_panels(
+        df, [("a", "b"), ("a", "c")], hue="g", titles=["one", "two"], name="t_scatter"
+    )
+    assert (tmp_path / "figures" / "t_scatter.png").is_file() and fig2.axes[1].get_title() == "two"
+    plt.close("all")
+    with pytest.raises(ValueError, match="lacks column"):
+        plotting.scatter_panels(df, [("a", "zz")])
+    with pytest.raises(ValueError, match="empty"):
+        plotting.heatmap(table.iloc[:0])

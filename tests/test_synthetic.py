@@ -340,3 +340,128 @@ def test_parallel_workers_give_identical_slides(tmp_path):
     pd.testing.assert_frame_equal(serial, parallel)
     for rel in serial["nuclei"]:
         assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "parallel" / rel).read_bytes()
+
+
+# ---- ground-truth concepts per patch -----------------------------------------------------------------
+
+
+def _toy_nuclei() -> pd.DataFrame:
+    """Five nuclei: three in the patch [0, 100)², one on its right edge (x = 100: outside), one far away."""
+    return pd.DataFrame(
+        {
+            "x_px": [10.5, 50.0, 99.9, 100.0, 400.0],
+            "y_px": [10.5, 60.0, 0.0, 50.0, 400.0],
+            "area_um2": [20.0, 40.0, 60.0, 1000.0, 1000.0],
+            "type": ["tumour", "tumour", "lymphocyte", "normal", "stromal"],
+            "intensity": [1.0, 1.2, 1.4, 9.0, 9.0],
+        }
+    )
+
+
+def test_patch_ground_truth_counts_areas_and_types():
+    coords = pd.DataFrame({"x_px": [0, 100, 1000], "y_px": [0, 0, 1000]}, index=[7, 8, 9])
+    truth = syn.patch_ground_truth(_toy_nuclei(), coords, tile_size_px=100, mpp=0.5)
+    assert list(truth.columns) == list(syn.GROUND_TRUTH_COLUMNS) and list(truth.index) == [7, 8, 9]
+    first = truth.loc[7]
+    assert first["n_nuclei"] == 3 and first["n_tumour"] == 2 and first["n_lymphocyte"] == 1
+    assert first["area"] == pytest.approx(40.0)
+    assert first["area_cv"] == pytest.approx(20.0 / 40.0)  # SD (ddof 1) of 20, 40, 60 is 20
+    assert first["intensity"] == pytest.approx(1.2)
+    # 3 nuclei in a 50 µm x 50 µm patch = 0.0025 mm²
+    assert first["count"] == pytest.approx(3 / 0.0025)
+    second = truth.loc[8]  # the nucleus at x = 100 belongs to the patch starting there
+    assert second["n_nuclei"] == 1 and second["n_normal"] == 1 and np.isnan(second["area_cv"])
+    empty = truth.loc[9]
+    assert empty["n_nuclei"] == 0 and empty["count"] == 0 and np.isnan(empty["area"])
+
+
+def test_patch_ground_truth_uses_the_given_tissue_fraction():
+    nuclei = _toy_nuclei()
+    corners = np.array([[0, 0], [0, 0], [0, 0]])
+    truth = syn.patch_ground_truth(nuclei, corners, 100, 0.5, tissue_fraction=[1.0, 0.5, 0.0])
+    assert truth["count"].iloc[1] == pytest.approx(2 * truth["count"].iloc[0])
+    assert np.isnan(truth["count"].iloc[2])  # no tissue: density undefined, never infinite
+    assert (truth["n_nuclei"] == 3).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(coords=np.zeros((2, 3))), "shape"),
+        (dict(coords=pd.DataFrame({"x": [0]})), "x_px, y_px"),
+        (dict(tile_size_px=0), "tile_size_px"),
+        (dict(mpp=-1), "mpp"),
+        (dict(tissue_fraction=[50.0]), "percent"),
+    ],
+)
+def test_patch_ground_truth_bad_inputs(kwargs, message):
+    args = dict(nuclei=_toy_nuclei(), coords=np.zeros((1, 2)), tile_size_px=100, mpp=0.5) | kwargs
+    with pytest.raises(ValueError, match=message):
+        syn.patch_ground_truth(**args)
+    with pytest.raises(ValueError, match="lacks column"):
+        syn.patch_ground_truth(_toy_nuclei().drop(columns="area_um2"), np.zeros((1, 2)), 100, 0.5)
+
+
+def test_nuclei_in_patch_gives_patch_pixel_coordinates():
+    inside = syn.nuclei_in_patch(_toy_nuclei(), 0, 0, tile_size_px=200, tile_px=100)
+    assert len(inside) == 4  # x = 100 is inside a 200-px patch
+    assert inside["patch_x"].tolist() == pytest.approx([5.25, 25.0, 49.95, 50.0])
+    native = syn.nuclei_in_patch(_toy_nuclei(), 40, 50, tile_size_px=100)
+    assert native["type"].tolist() == [
+        "tumour",
+        "normal",
+    ]  # (50, 60) and (100, 50) lie in [40, 140) x [50, 150)
+    assert native["patch_x"].tolist() == pytest.approx([10.0, 60.0])
+    assert native["patch_y"].tolist() == pytest.approx([10.0, 0.0])
+
+
+def test_ground_truth_of_a_tiled_cohort(tiny_cohort, tmp_path):
+    from mtlutils.slides import tile_cohort
+
+    out, manifest = tiny_cohort
+    index = tile_cohort(
+        out / "manifest.csv", tmp_path / "patches", max_tiles_per_slide=5, show_progress=False
+    )
+    truth = syn.patch_dir_ground_truth(tmp_path / "patches", out)
+    assert len(truth) == len(index) and (truth["slide_id"].to_numpy() == index["slide_id"].to_numpy()).all()
+    assert (truth["n_nuclei"] > 0).all() and truth["area"].between(15, 150).all()
+    # the same numbers by hand for one patch (level-0 tiles of 224 px: tile_mpp equals the slide mpp)
+    row = index.iloc[0]
+    nuclei = syn.read_nuclei(out, row["slide_id"])
+    by_hand = nuclei[
+        nuclei["x_px"].between(row["x_px"], row["x_px"] + 224, inclusive="left")
+        & nuclei["y_px"].between(row["y_px"], row["y_px"] + 224, inclusive="left")
+    ]
+    assert truth["n_nuclei"].iloc[0] == len(by_hand)
+    assert truth["area"].iloc[0] == pytest.approx(by_hand["area_um2"].mean())
+    assert truth["count"].iloc[0] == pytest.approx(len(by_hand) / (112 * 112 * 1e-6))
+    # a selection, with one tissue fraction per index row
+    keep = (index["split"] != "train").to_numpy()
+    half = syn.patch_dir_ground_truth(
+        tmp_path / "patches", out, tissue_fraction=np.full(len(index), 0.5), rows=keep
+    )
+    assert list(half.index) == list(np.flatnonzero(keep))
+    assert half["count"].to_numpy() == pytest.approx(2 * truth.loc[keep, "count"].to_numpy())
+    # the true nuclei of chosen patches, in patch pixels
+    points = syn.patch_dir_true_nuclei(tmp_path / "patches", out, [0, 1])
+    assert len(points) == 2 and len(points[0]) == len(by_hand)
+    assert points[0]["patch_x"].between(0, 224).all() and points[0]["patch_y"].between(0, 224).all()
+
+
+def test_ground_truth_folder_errors(tiny_cohort, tmp_path):
+    out, _ = tiny_cohort
+    with pytest.raises(FileNotFoundError, match="index.csv"):
+        syn.patch_dir_ground_truth(tmp_path / "none", out)
+    with pytest.raises(FileNotFoundError, match="no ground truth"):
+        syn.read_nuclei(tmp_path, "A-000")
+    from mtlutils.slides import tile_cohort
+
+    tile_cohort(out / "manifest.csv", tmp_path / "patches", max_tiles_per_slide=2, show_progress=False)
+    with pytest.raises(ValueError, match="tissue_fraction has 3 values"):
+        syn.patch_dir_ground_truth(tmp_path / "patches", out, tissue_fraction=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="boolean mask"):
+        syn.patch_dir_ground_truth(tmp_path / "patches", out, rows=[True])
+    with pytest.raises(FileNotFoundError, match="no ground truth"):
+        syn.patch_dir_ground_truth(tmp_path / "patches", tmp_path)
+    with pytest.raises(ValueError, match="outside"):
+        syn.patch_dir_true_nuclei(tmp_path / "patches", out, [10_000])
