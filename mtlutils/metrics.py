@@ -236,6 +236,22 @@ def bootstrap_ci(
     }
 
 
+def _seed_rows(y: np.ndarray, score: ArrayLike, what: str) -> np.ndarray:
+    """``score`` as (S, n): one row per seed (a 1-D score is one seed)."""
+    s = np.atleast_2d(np.asarray(score, dtype=float))
+    if s.ndim != 2 or s.shape[1] != y.size:
+        raise ValueError(f"{what} must be (n,) or (seeds, n) with n = {y.size} labels, got {np.shape(score)}")
+    for row in s:
+        _as_binary(y, row)
+    return s
+
+
+def _mean_metric(
+    metric: str, y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None, threshold: float
+) -> np.ndarray:
+    return np.mean([compute_metric(metric, y, row, weights, threshold) for row in scores], axis=0)
+
+
 def paired_bootstrap(
     y: ArrayLike,
     score: ArrayLike,
@@ -249,15 +265,18 @@ def paired_bootstrap(
 ) -> dict[str, float | int | str]:
     """Compare ``score`` with ``baseline_score`` on the SAME resamples of the same rows.
 
-    Returns the difference (model - baseline), its CI and a two-sided p-value
+    Scores are (n,) or (seeds, n): with several seeds (rows), each resample's metric is the mean over
+    the seeds of model and baseline (seed counts may differ), so the test is about the *method*, not
+    one training. Returns the difference (model - baseline), its CI and a two-sided p-value
     2 * min(P(d <= 0), P(d >= 0)) with the +1 correction (never exactly 0; 1 for identical predictors).
     """
-    y, score = _as_binary(y, score)
-    _, baseline_score = _as_binary(y, baseline_score)
+    y = np.asarray(y, dtype=float).ravel()
+    a_scores = _seed_rows(y, score, "score")
+    b_scores = _seed_rows(y, baseline_score, "baseline_score")
     weights = resample_weights(y.size, n_boot, seed, groups)
-    a = compute_metric(metric, y, score, weights, threshold)
-    b = compute_metric(metric, y, baseline_score, weights, threshold)
-    d = a - b
+    d = _mean_metric(metric, y, a_scores, weights, threshold) - _mean_metric(
+        metric, y, b_scores, weights, threshold
+    )
     d = d[np.isfinite(d)]
     low, high = _interval(d, level)
     n = d.size
@@ -266,8 +285,9 @@ def paired_bootstrap(
         if n
         else float("nan")
     )
-    est_a = float(compute_metric(metric, y, score, threshold=threshold)[0])
-    est_b = float(compute_metric(metric, y, baseline_score, threshold=threshold)[0])
+    est_a = float(_mean_metric(metric, y, a_scores, None, threshold)[0])
+    est_b = float(_mean_metric(metric, y, b_scores, None, threshold)[0])
+    unit = f"{'clusters' if groups is not None else 'rows'}"
     return {
         "metric": metric,
         "estimate": est_a,
@@ -279,7 +299,15 @@ def paired_bootstrap(
         "p_value": float(p),
         "n_boot": n_boot,
         "n_valid": int(n),
-        "test": f"paired bootstrap of the {metric} difference, two-sided ({n} resamples, seed {seed})",
+        "n_seeds": (int(a_scores.shape[0]), int(b_scores.shape[0])),
+        "test": (
+            f"paired bootstrap of the {metric} difference over {unit}, two-sided ({n} resamples, seed {seed}"
+            + (
+                f", {metric} averaged over {a_scores.shape[0]} vs {b_scores.shape[0]} seeds)"
+                if max(a_scores.shape[0], b_scores.shape[0]) > 1
+                else ")"
+            )
+        ),
     }
 
 
@@ -412,8 +440,9 @@ def probe_accuracy(
     seed: int = 0,
 ) -> dict[str, float | int]:
     """Linear probe (standardise + multinomial logistic regression) of a class (e.g. center) from
-    activations: HELD-OUT accuracy, the chance level (always predicting the fit rows' majority class,
-    scored on the same held-out rows), and the in-sample accuracy for contrast."""
+    activations: HELD-OUT accuracy, the chance level (the share of the most common class: the accuracy of
+    always guessing it), and the in-sample accuracy for contrast. (A per-fold majority guess is no chance
+    level with folds by group: held-out slides of a minority class would score it 0.)"""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -429,12 +458,11 @@ def probe_accuracy(
     def make_probe():
         return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
 
-    correct = chance = total = 0
+    correct = total = 0
     folds = _probe_folds(codes.size, groups, split, n_splits, seed, codes if split is None else None)
     for fit_rows, test_rows in folds:
         fit_codes = codes[fit_rows]
         majority = np.bincount(fit_codes, minlength=classes.size).argmax()
-        chance += int((codes[test_rows] == majority).sum())
         if np.unique(fit_codes).size < 2:
             correct += int((codes[test_rows] == majority).sum())
         else:
@@ -444,7 +472,7 @@ def probe_accuracy(
     in_sample = make_probe().fit(x, codes)
     return {
         "accuracy_heldout": correct / total,
-        "chance": chance / total,
+        "chance": float(np.bincount(codes).max() / codes.size),
         "accuracy_in_sample": float((in_sample.predict(x) == codes).mean()),
         "n_classes": int(classes.size),
         "n_folds": len(folds),

@@ -254,3 +254,70 @@ def scatter_panels(
     fig.tight_layout()
     save_figure(fig, name)
     return fig
+
+
+def curves(
+    history: pd.DataFrame,
+    columns: Sequence[str],
+    hue: str = "run",
+    x: str = "epoch",
+    titles: Sequence[str] | None = None,
+    name: str | None = None,
+    ncols: int = 4,
+    size: float = 3.4,
+) -> matplotlib.figure.Figure:
+    """One line panel per column of a stacked per-epoch log (e.g. ``guided.histories``), one line per
+    ``hue`` value; a column absent from a run (a task it does not have) is simply not drawn for it."""
+    import seaborn as sns
+
+    present = [c for c in columns if c in history.columns]
+    if not present:
+        raise ValueError(f"curves(): none of {list(columns)} is a column of the log; see history.columns")
+    fig, axes = panel_grid(len(present), ncols=ncols, size=size)
+    for k, (ax, column) in enumerate(zip(axes, present, strict=True)):
+        sns.lineplot(data=history, x=x, y=column, hue=hue, ax=ax, marker="o", markersize=3, legend=k == 0)
+        ax.set_title(titles[k] if titles is not None else column, fontsize=9)
+        ax.set_ylabel("")
+    if len(present) > 0 and axes[0].get_legend() is not None:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
+
+
+def interval_plot(
+    table: pd.DataFrame,
+    value: str,
+    error: str,
+    label: str,
+    hue: str,
+    reference: float | None = None,
+    title: str | None = None,
+    name: str | None = None,
+) -> matplotlib.figure.Figure:
+    """Mean ± error per row (one row per ``label`` x ``hue``), horizontal; ``reference`` draws a line
+    (e.g. the baseline's value)."""
+    if table.empty:
+        raise ValueError("interval_plot(): the table is empty")
+    labels = list(dict.fromkeys(table[label]))
+    hues = list(dict.fromkeys(table[hue]))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.42 * len(labels)))
+    step = 0.7 / max(len(hues), 1)
+    for j, h in enumerate(hues):
+        part = table[table[hue] == h]
+        y = [labels.index(v) + (j - (len(hues) - 1) / 2) * step for v in part[label]]
+        ax.errorbar(
+            part[value], y, xerr=part[error].fillna(0), fmt="o", ms=4, capsize=3, color=colours(j), label=h
+        )
+    if reference is not None:
+        ax.axvline(reference, color="0.4", lw=0.8, ls="--")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(value)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig

@@ -81,6 +81,21 @@ def test_paired_bootstrap_detects_a_better_predictor_and_not_an_identical_one():
     assert metrics.paired_bootstrap(y, strong, weak, n_boot=500, seed=0) == better
 
 
+def test_paired_bootstrap_averages_seeds_on_the_same_resamples():
+    y, weak = predictions(n=400, signal=0.3, seed=0)
+    rng = np.random.default_rng(7)
+    strong = np.stack([1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(size=y.size)))) for _ in range(3)])
+    stacked = metrics.paired_bootstrap(y, strong, weak[None, :], n_boot=300, seed=1)
+    mean_auc = np.mean([metrics.auc(y, s) for s in strong])
+    assert stacked["estimate"] == pytest.approx(mean_auc)  # the mean of the seeds' AUCs, not an ensemble
+    assert stacked["n_seeds"] == (3, 1) and "averaged over 3 vs 1 seeds" in stacked["test"]
+    assert stacked["p_value"] < 0.01 and stacked["low"] > 0
+    single = metrics.paired_bootstrap(y, strong[0], weak, n_boot=300, seed=1)
+    assert single["estimate"] == pytest.approx(metrics.auc(y, strong[0]))
+    with pytest.raises(ValueError, match="seeds, n"):
+        metrics.paired_bootstrap(y, strong[:, :10], weak)
+
+
 def test_wilcoxon_paired_by_seed():
     model = [0.83, 0.85, 0.84, 0.86, 0.82, 0.84]
     base = [0.80, 0.81, 0.80, 0.82, 0.81, 0.79]

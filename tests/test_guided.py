@@ -1,0 +1,122 @@
+"""Paper A's experiment grid: plans, evaluation, the honest selection of the best model, center probes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtlutils import guided, models
+
+
+def test_plan_covers_table2_with_one_baseline_per_seed():
+    plan = guided.grid_plan(seeds=range(3), extra_variants={"random": ("random",)})
+    # 7 guided IDs x 2 weightings + 1 baseline + 2 random variants, per seed
+    assert len(plan) == 3 * (7 * 2 + 1 + 2)
+    assert plan["name"].is_unique
+    baseline = plan[plan["variant"] == "id1"]
+    assert len(baseline) == 3 and set(baseline["weighting"]) == {"vanilla"}
+    assert plan.loc[plan["variant"] == "id8", "tasks"].iloc[0] == ("area", "count", "contrast", "center")
+    assert set(plan.loc[plan["variant"] == "id6", "description"]) == {"+center (adversarial), +count"}
+    only_uncert = guided.grid_plan(ids=[1, 3], weightings=("uncertainty",), seeds=[7])
+    assert list(only_uncert["name"]) == ["id1-vanilla-s7", "id3-uncertainty-s7"]
+
+
+def test_plan_rejects_unknown_ids_and_weightings():
+    with pytest.raises(ValueError, match="model IDs \\[9\\]"):
+        guided.grid_plan(ids=[1, 9])
+    with pytest.raises(ValueError, match="weightings"):
+        guided.grid_plan(weightings=("dwa",))
+    with pytest.raises(ValueError, match="empty"):
+        guided.grid_plan(seeds=[])
+
+
+def test_jobs_bind_task_kinds_and_settings():
+    plan = guided.grid_plan(ids=[7], weightings=("uncertainty",), seeds=[4])
+    (job,) = guided.plan_jobs(plan, guided.TrainConfig(epochs=3))
+    assert job.tasks == {"tumour": "binary", "center": "adversarial-class", "area": "regression"}
+    assert job.config.weighting == "uncertainty" and job.config.seed == 4 and job.config.epochs == 3
+
+
+def test_targets_name_the_missing_columns_and_keep_nan():
+    table = pd.DataFrame(
+        {"label": [0, 1, np.nan], "center": ["A", "B", "C"], "count": [0.1, np.nan, -1.0], "area": [1, 2, 3]}
+    )
+    targets = guided.guided_targets(table, ["count", "area"], random_seed=1)
+    assert np.isnan(targets["tumour"][2]) and np.isnan(targets["count"][1])
+    assert targets["random"].shape == (3,)
+    assert np.array_equal(targets["random"], guided.guided_targets(table, ["count"], random_seed=1)["random"])
+    with pytest.raises(ValueError, match="contrast"):
+        guided.guided_targets(table, ["contrast"])
+
+
+def _fake_runs(rng):
+    """Labels, split and scores where id3 is better than the baseline, id2 wins on external only."""
+    n = 400
+    y = (rng.random(n) < 0.4).astype(float)
+    split = np.array(["val", "test", "external", "train"] * (n // 4))
+    slides = np.arange(n) // 10
+    plan = guided.grid_plan(ids=[1, 2, 3], weightings=("vanilla",), seeds=range(3))
+    scores = {}
+    for row in plan.itertuples():
+        signal = {"id1": 1.0, "id2": 1.0, "id3": 2.5}[row.variant]
+        s = signal * y + rng.normal(size=n)
+        if row.variant == "id2":
+            s = np.where(split == "external", 4 * y + rng.normal(size=n), s - 0.5 * y)
+        scores[row.name] = 1 / (1 + np.exp(-s))
+    return plan, scores, y, split, slides
+
+
+def test_summary_selection_on_validation_and_paired_comparison():
+    plan, scores, y, split, slides = _fake_runs(np.random.default_rng(0))
+    runs = guided.evaluate_runs(plan, scores, y, split)
+    assert {"val_auc", "int_auc", "ext_auc", "int_f1", "ext_f1"} <= set(runs.columns)
+    summary = guided.summarise(runs)
+    assert len(summary) == 3 and (summary["seeds"] == 3).all()
+    row = summary.set_index("variant").loc["id3"]
+    assert row["int_auc"] == pytest.approx(runs.loc[runs["variant"] == "id3", "int_auc"].mean())
+    assert row["int_auc_sd"] == pytest.approx(runs.loc[runs["variant"] == "id3", "int_auc"].std())
+    # id2 has the best external AUC, but the selection looks at validation only
+    assert summary.set_index("variant")["ext_auc"].idxmax() == "id2"
+    assert guided.best_guided(summary)["variant"] == "id3"
+    gain = guided.compare_configurations(
+        runs, scores, y, split, ("id3", "vanilla"), groups=slides, n_boot=300
+    )
+    assert gain["difference"] > 0.1 and gain["p_value"] < 0.05
+    assert gain["difference"] == pytest.approx(
+        runs.loc[runs["variant"] == "id3", "ext_auc"].mean()
+        - runs.loc[runs["variant"] == "id1", "ext_auc"].mean()
+    )
+    assert "clusters" in gain["test"] and "Wilcoxon" in gain["wilcoxon_test"]
+    assert gain["wilcoxon_p"] == pytest.approx(0.25)  # the floor with 3 seeds
+    same = guided.compare_configurations(runs, scores, y, split, ("id1", "vanilla"), n_boot=100)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="no trainings"):
+        guided.compare_configurations(runs, scores, y, split, ("id8", "uncertainty"))
+
+
+def test_best_guided_needs_a_guided_configuration():
+    summary = pd.DataFrame({"variant": ["id1", "random"], "id": [1.0, np.nan], "val_auc": [0.8, 0.9]})
+    with pytest.raises(ValueError, match="no guided"):
+        guided.best_guided(summary)
+
+
+def test_center_probe_finds_a_center_written_into_the_features():
+    torch.manual_seed(0)
+    net = models.GuidedNet(models.parse_tasks({"tumour": "binary"}), models.ModelConfig())
+    n = 120
+    centers = np.repeat(["A", "B", "C"], n // 3)
+    slides = np.repeat(np.arange(12), n // 12)
+    rng = np.random.default_rng(0)
+    images = rng.integers(60, 200, size=(n, 3, 32, 32)).astype(np.uint8)
+    images[centers == "B", 0] = 250  # a colour cast per center that the random CNN passes on
+    images[centers == "C", 2] = 250
+    plan = pd.DataFrame([{"name": "m", "variant": "id1", "weighting": "vanilla", "seed": 0}])
+    probes = guided.center_probes(
+        plan, {"m": SimpleNamespace(model=net)}, torch.as_tensor(images), centers, slides, np.arange(n)
+    )
+    assert probes.loc[0, "center_acc"] > 0.9
+    assert probes.loc[0, "center_chance"] == pytest.approx(1 / 3)
