@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
+from mtlutils.runtime import child_threads, set_threads
+
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes do not need it
     import pandas as pd
 
@@ -689,22 +691,6 @@ CONCEPTS_FILE = "concepts.csv"
 SCALER_FILE = "concept_scaler.json"
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _worker_init() -> None:
-    """One thread per worker process. Concept workers never import PyTorch, so they only pin the
-    BLAS/OpenMP variables (``runtime.set_threads`` would import torch: ~1.5 s and ~300 MB per worker);
-    if torch is somehow loaded, its threads are set too."""
-    import sys
-
-    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
-    if "torch" in sys.modules:
-        from mtlutils.runtime import set_threads
-
-        set_threads(1)
-
-
 def _rows_to_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """List of concept dicts → one array per column (floats, ints and booleans kept apart)."""
     out: dict[str, np.ndarray] = {}
@@ -751,26 +737,14 @@ def _run_tasks(
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # safe with threaded parents (PyTorch, Jupyter) on every OS
-    # BLAS/OpenMP read their thread count when the child imports them, before any initializer runs:
-    # the children inherit these variables from the environment they are spawned with
-    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
-    os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = [pool.submit(func, *task) for task in tasks]
-            for var, value in saved.items():  # every worker has been started by now
-                if value is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = value
-            for i in progress(range(total), desc=desc, total=total):
-                yield i, futures[i].result()
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+    with child_threads(1):  # BLAS/OpenMP read it when a worker imports them, before any initializer
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=set_threads, initargs=(1,)
+        )
+        futures = [pool.submit(func, *task) for task in tasks]  # every worker is started by now
+    with pool:
+        for i in progress(range(total), desc=desc, total=total):
+            yield i, futures[i].result()
 
 
 def _check_workers(workers: Any) -> int:

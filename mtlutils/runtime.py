@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -22,6 +24,28 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextmanager
+def child_threads(n: int) -> Iterator[None]:
+    """Inside the block, processes started (e.g. a spawn pool's workers) inherit ``n`` OpenMP/BLAS threads.
+
+    Those libraries read the variables when the child imports them, before any pool initializer runs;
+    start the workers (submit) inside the block. The parent's variables are restored on exit.
+    """
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    os.environ.update(dict.fromkeys(THREAD_VARS, str(int(n))))
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 def set_threads(n: int | None = None) -> int:
     """Set PyTorch intra-op threads and the OpenMP/BLAS variables to ``n`` (default: all cores).
 
@@ -30,7 +54,7 @@ def set_threads(n: int | None = None) -> int:
     n = int(n or cpu_count())
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = str(n)
     if "torch" in sys.modules:  # a later `import torch` reads OMP_NUM_THREADS; importing it here costs ~2 s
         sys.modules["torch"].set_num_threads(n)

@@ -40,6 +40,7 @@ import pandas as pd
 
 from mtlutils import io as mio
 from mtlutils.progress import progress
+from mtlutils.runtime import child_threads, set_threads
 
 __all__ = [
     "SlideError",
@@ -1026,21 +1027,6 @@ def tile_overlay(tissue: TissueMask, coords: pd.DataFrame, tile_size_px: float, 
     return picture
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _worker_init() -> None:
-    """Process-pool initializer: one thread per worker (without importing torch just for that)."""
-    import sys
-
-    for var in _THREAD_VARS:
-        os.environ[var] = "1"
-    if "torch" in sys.modules:
-        from mtlutils.runtime import set_threads
-
-        set_threads(1)
-
-
 def _as_manifest(manifest: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """A validated manifest from a CSV path or a table (relative paths in a table: against the folder
     of the CSV it was read from, else the current folder)."""
@@ -1111,17 +1097,11 @@ def tile_cohort(
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        saved = {var: os.environ.get(var) for var in _THREAD_VARS}
-        os.environ.update(dict.fromkeys(_THREAD_VARS, "1"))  # inherited by the workers before numpy loads
-        try:
-            pool = ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_worker_init)
+        with child_threads(1):  # inherited by the workers before numpy loads
+            pool = ProcessPoolExecutor(
+                max_workers=int(workers), mp_context=ctx, initializer=set_threads, initargs=(1,)
+            )
             futures = [pool.submit(_tile_one_slide, r, str(out), params, mpp_override) for r in rows]
-        finally:
-            for var, value in saved.items():
-                if value is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = value
         with pool:
             results = track(f.result() for f in futures)
     index, per_slide = _build_index(df, out)

@@ -104,6 +104,8 @@ import pandas as pd
 from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
+from mtlutils.runtime import child_threads, set_threads
+
 __all__ = [
     "CenterStyle",
     "SyntheticSlide",
@@ -1342,12 +1344,6 @@ def _write_slide(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _worker_init() -> None:
-    from mtlutils.runtime import set_threads
-
-    set_threads(1)
-
-
 def _parameters(
     slides_per_center: int, size_px: int, mpp: float, seed: int, confounder: bool
 ) -> dict[str, Any]:
@@ -1498,9 +1494,15 @@ def generate_cohort(
     else:
         ctx = mp.get_context("spawn")
         try:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init
-            ) as pool:
+            with (
+                child_threads(1),  # workers inherit one BLAS/OpenMP thread before numpy loads
+                ProcessPoolExecutor(
+                    max_workers=min(workers, len(jobs)),
+                    mp_context=ctx,
+                    initializer=set_threads,
+                    initargs=(1,),
+                ) as pool,
+            ):
                 futures = [pool.submit(_write_slide, job) for job in jobs]
                 for fut in track(as_completed(futures), len(futures)):
                     fut.result()

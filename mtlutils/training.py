@@ -649,7 +649,6 @@ class Job:
     run_dir: str | None = None
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _WORKER_DATA: dict = {}
 
 
@@ -700,10 +699,9 @@ def fit_many(
     Default: one worker per core on CPU, 1 on a GPU.
     """
     import multiprocessing as mp
-    import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from mtlutils.runtime import cpu_count
+    from mtlutils.runtime import child_threads, cpu_count
 
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -721,9 +719,7 @@ def fit_many(
     workers = max(1, min(int(workers), len(jobs)))
     if workers == 1:
         return {job.name: _run_job(job, images, targets, split) for job in progress(jobs, desc=desc)}
-    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
-    os.environ.update(dict.fromkeys(_THREAD_VARS, str(threads_per_worker)))  # inherited before torch loads
-    try:
+    with child_threads(threads_per_worker):  # inherited before torch loads in the workers
         pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=mp.get_context("spawn"),
@@ -731,12 +727,6 @@ def fit_many(
             initargs=(images, targets, split, threads_per_worker),
         )
         futures = [pool.submit(_run_job, job) for job in jobs]
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
     with pool:
         results = [f.result() for f in progress(futures, desc=desc)]
     return dict(zip(names, results, strict=True))
