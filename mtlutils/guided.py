@@ -5,9 +5,8 @@ Typical use (notebook 03)::
 
     targets = guided_targets(table, concepts=("count", "area", "contrast"))
     plan = grid_plan(ids=MODEL_IDS, weightings=("vanilla", "uncertainty"), seeds=range(3))
-    results = training.fit_many(images, targets, table["split"], plan_jobs(plan, config))
-    runs = evaluate_runs(plan, results, images, table)       # one row per training
-    summarise(runs)                                           # Table 2: mean +- sd over seeds
+    out = run_plan(plan, images, targets, table["split"].to_numpy(), TrainConfig())  # train, predict
+    summarise(out.runs)                                       # Table 2: mean +- sd over seeds
 
 Names: a training is ``"<variant>-<weighting>-s<seed>"`` and its *variant* (``"id3"``, ``"random"`` …)
 with its weighting is a *configuration*; seeds repeat a configuration. The baseline (ID 1, one task) has
@@ -17,14 +16,14 @@ no weighting choice and is trained once per seed, labelled ``"vanilla"``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from mtlutils import metrics
 from mtlutils.models import ModelConfig
-from mtlutils.training import FitResult, Job, TrainConfig, embed
+from mtlutils.training import FitResult, Job, TrainConfig, embed, fit_many
 
 MAIN_TASK = "tumour"
 ADVERSARIAL_TASKS = ("center",)
@@ -169,6 +168,31 @@ def evaluate_runs(
             row["epochs_run"] = len(results[row["name"]].history)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass
+class PlanResult:
+    """Everything a plan produced: trained models, tumour probabilities of every image, one row per run."""
+
+    results: dict[str, FitResult]
+    scores: dict[str, np.ndarray]
+    runs: pd.DataFrame
+
+
+def run_plan(
+    plan: pd.DataFrame,
+    images,
+    targets: Mapping[str, np.ndarray],
+    split: np.ndarray,
+    config: TrainConfig,
+    model_config: ModelConfig | None = None,
+    workers: int | None = None,
+) -> PlanResult:
+    """Train every row of ``plan`` (:func:`~mtlutils.training.fit_many`), predict every image, evaluate."""
+    results = fit_many(images, targets, split, plan_jobs(plan, config, model_config), workers=workers)
+    scores = predictions(results, images)
+    runs = evaluate_runs(plan, scores, targets[MAIN_TASK], split, results)
+    return PlanResult(results, scores, runs)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:

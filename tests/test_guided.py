@@ -120,3 +120,20 @@ def test_center_probe_finds_a_center_written_into_the_features():
     )
     assert probes.loc[0, "center_acc"] > 0.9
     assert probes.loc[0, "center_chance"] == pytest.approx(1 / 3)
+
+
+def test_run_plan_trains_predicts_and_evaluates_every_row():
+    rng = np.random.default_rng(0)
+    n = 160
+    y = (np.arange(n) % 2).astype(float)
+    images = rng.integers(0, 120, size=(n, 16, 16, 3)).astype(np.uint8)
+    images[y == 1, :, :, 0] = 230  # an easy cue
+    split = np.array(["train", "train", "val", "test", "external"] * (n // 5))
+    targets = {"tumour": y, "center": np.where(np.arange(n) % 4 < 2, "A", "B"), "count": rng.normal(size=n)}
+    plan = guided.grid_plan(ids=[1, 6], weightings=("uncertainty",), seeds=[0])
+    config = guided.TrainConfig(epochs=2, batch_size=32, device="cpu")
+    out = guided.run_plan(plan, images, targets, split, config, workers=1)
+    assert list(out.runs["name"]) == list(plan["name"]) == list(out.scores)
+    assert all(s.shape == (n,) for s in out.scores.values())
+    assert out.runs["int_auc"].between(0, 1).all() and (out.runs["epochs_run"] >= 1).all()
+    assert set(out.results["id6-uncertainty-s0"].model.tasks) == {"tumour", "center", "count"}
