@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MTLUTILS_QUIET", "1")
     from mtlutils.concepts import extract_concepts
-    from mtlutils.runtime import set_threads
+    from mtlutils.core.runtime import set_threads
 
     set_threads(1)
     images = fixed_patches(args.tiles)

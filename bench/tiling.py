@@ -2,12 +2,12 @@
 
 Generates (or reuses) a small synthetic cohort, then, in the same run and on the same tiles:
 
-* ``tiles_per_s``: :func:`mtlutils.slides.tile_slide` end to end — open, tissue detection, labels from
+* ``tiles_per_s``: :func:`mtlutils.data.slides.tile_slide` end to end — open, tissue detection, labels from
   the annotation, block reads, cutting (tiles kept in memory);
 * ``raw_tiles_per_s``: one ``openslide.OpenSlide.read_region`` per tile at the same level, location
   and size, converted to RGB arrays (no tissue detection at all: the baseline does strictly less);
-* ``cohort_tiles_per_s``: :func:`mtlutils.slides.tile_cohort` into a fresh folder (HDF5 cache and
-  index included), and ``load_tiles_per_s``: :func:`mtlutils.slides.load_patches` of it;
+* ``cohort_tiles_per_s``: :func:`mtlutils.data.slides.tile_cohort` into a fresh folder (HDF5 cache and
+  index included), and ``load_tiles_per_s``: :func:`mtlutils.data.slides.load_patches` of it;
 * ``reinhard_ms`` / ``macenko_ms``: stain normalisation per tile.
 
 Each timing is the median of ``--repeats`` passes after one warm-up pass (files in the OS cache);
@@ -50,15 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MTLUTILS_QUIET", "1")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # before NumPy loads its BLAS
-    from mtlutils.runtime import set_threads
+    from mtlutils.core.runtime import set_threads
 
     set_threads(args.threads)
 
     import numpy as np
     import openslide
 
-    from mtlutils import slides, stain
-    from mtlutils.annotations import read_asap_xml
+    from mtlutils.data import slides, stain
+    from mtlutils.data.annotations import read_asap_xml
 
     work = Path(args.out)
     cohort_dir = work / "cohort"

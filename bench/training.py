@@ -22,8 +22,8 @@ import numpy as np
 
 os.environ.setdefault("MTLUTILS_QUIET", "1")
 
+from mtlutils.core.runtime import cpu_count, set_threads  # noqa: E402
 from mtlutils.models import ModelConfig, count_parameters  # noqa: E402
-from mtlutils.runtime import cpu_count, set_threads  # noqa: E402
 from mtlutils.training import Job, TrainConfig, fit, fit_many  # noqa: E402
 
 TASKS = {

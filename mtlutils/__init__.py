@@ -4,7 +4,7 @@ Notebooks explain, call and plot; the modules here compute. Import submodules ex
 (``from mtlutils import synthetic, slides``); only :func:`record` is re-exported for brevity.
 """
 
-from mtlutils.record import record
+from mtlutils.core.record import record
 
 __all__ = ["record"]
 __version__ = "0.1.0"

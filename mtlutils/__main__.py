@@ -1,5 +1,5 @@
-"""``python -m mtlutils`` runs the command line (see :mod:`mtlutils.cli`)."""
+"""``python -m mtlutils`` runs the command line (see :mod:`mtlutils.core.cli`)."""
 
-from mtlutils.cli import main
+from mtlutils.core.cli import main
 
 raise SystemExit(main())

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlutils import cli
-from mtlutils import io as mio
+from mtlutils.core import cli
+from mtlutils.core import io as mio
 
 MPP = 0.5
 SIDE = 512  # tiny slides: 2 x 2 tiles of 224 px at 0.5 µm/px

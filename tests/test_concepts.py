@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from mtlutils import concepts as C
-from mtlutils import io as mio
+from mtlutils.core import io as mio
 
 STROMA_RGB = (235, 160, 200)  # eosin-pink tissue
 NUCLEUS_RGB = (85, 60, 150)  # hematoxylin-purple nucleus
@@ -411,7 +411,7 @@ def test_patch_dir_extraction_is_aligned_cached_and_resumable(tmp_path):
 
 def test_patch_dataset_from_tile_cohort(tmp_path):
     """End to end on the real layout: synthetic slides -> tile_cohort -> concepts (all centers)."""
-    from mtlutils.slides import tile_cohort
+    from mtlutils.data.slides import tile_cohort
     from mtlutils.synthetic import generate_cohort
 
     generate_cohort(tmp_path / "cohort", slides_per_center=1, size_px=768, seed=0, show_progress=False)

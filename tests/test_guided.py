@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlutils import guided, models
+from mtlutils import models
+from mtlutils.experiments import guided
 
 
 def test_plan_covers_table2_with_one_baseline_per_seed():

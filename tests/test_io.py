@@ -10,7 +10,7 @@ import numpy as np
 import openslide
 import pytest
 
-from mtlutils import io as mio
+from mtlutils.core import io as mio
 
 
 def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):

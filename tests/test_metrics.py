@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mtlutils import metrics
+from mtlutils.evaluation import metrics
 
 
 def predictions(n: int = 400, signal: float = 1.0, seed: int = 0):

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mtlutils import runner
+from mtlutils.core import runner
 
 NOTEBOOKS = runner.list_notebooks()
 REQUIRED_PARAMETERS = {"MODE", "SEED", "DATA_DIR", "DEVICE"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mtlutils import concepts as C
-from mtlutils import pannuke as P
+from mtlutils.concepts import pannuke as P
 
 SIZE = 128  # PanNuke patches are 256 px; the adapter does not depend on it
 

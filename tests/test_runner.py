@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mtlutils import cli, runner
+from mtlutils.core import cli, runner
 
 
 def _notebook(path: Path, body: str, params: str = 'MODE = "default"\nX = 1') -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlutils import sample_data
+from mtlutils.data import sample_data
 
 NAME = "CMU-1-Small-Region.svs"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

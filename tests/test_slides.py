@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlutils import annotations, slides
-from mtlutils import io as mio
+from mtlutils.core import io as mio
+from mtlutils.data import annotations, slides
 
 MPP = 0.5
 WIDTH, HEIGHT = 1792, 1344  # 8 x 6 tiles of 224 px at level 0

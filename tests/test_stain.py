@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtlutils import stain
+from mtlutils.data import stain
 
 # Macenko's reference optical-density vectors of hematoxylin and eosin (unit length).
 H_VEC = np.array([0.5626, 0.7201, 0.4062])

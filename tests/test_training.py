@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mtlutils import metrics
+from mtlutils.evaluation import metrics
 from mtlutils.models import ModelConfig, ReversalSchedule, parse_tasks
 from mtlutils.training import (
     Job,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mtlutils import metrics, stain
+from mtlutils.data import stain
+from mtlutils.evaluation import metrics
 
 COLOUR_COLUMNS = ("L_mean", "a_mean", "b_mean", "L_std", "a_std", "b_std")
 

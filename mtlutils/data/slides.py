@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtlutils import io as mio
-from mtlutils.progress import progress
-from mtlutils.runtime import child_threads, set_threads
+from mtlutils.core import io as mio
+from mtlutils.core.progress import progress
+from mtlutils.core.runtime import child_threads, set_threads
 
 __all__ = [
     "SlideError",
@@ -501,7 +501,7 @@ def _tumour_fractions(
     px and averaged per tile; when that raster would exceed ``max_raster_px`` pixels, each touched
     tile is rasterised on its own instead (same sample points, less memory, slower).
     """
-    from mtlutils.annotations import rasterize_polygons
+    from mtlutils.data.annotations import rasterize_polygons
 
     out = np.zeros(len(x_px), dtype=np.float64)
     if not polygons or len(x_px) == 0:
@@ -923,7 +923,7 @@ def _tile_one_slide(
     row: dict[str, Any], out_dir: str, params: dict[str, Any], mpp_override: float | None
 ) -> dict[str, Any]:
     """Tile one manifest row into ``out_dir/{slide_id}.h5`` unless an identical cache exists."""
-    from mtlutils.annotations import read_asap_xml
+    from mtlutils.data.annotations import read_asap_xml
 
     target = Path(out_dir) / f"{row['slide_id']}.h5"
     with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override) as slide:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlutils.io import atomic_path
+from mtlutils.core.io import atomic_path
 
 __all__ = [
     "EXCLUSION_GROUPS",

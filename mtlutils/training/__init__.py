@@ -47,12 +47,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mtlutils import metrics
 from mtlutils.balancers import Balancer, make_balancer
-from mtlutils.io import atomic_path
+from mtlutils.core.io import atomic_path
+from mtlutils.core.progress import progress
+from mtlutils.core.runtime import seed_everything, select_device
+from mtlutils.evaluation import metrics
 from mtlutils.models import GuidedNet, ModelConfig, ReversalSchedule, TaskSpec, main_task_name, parse_tasks
-from mtlutils.progress import progress
-from mtlutils.runtime import seed_everything, select_device
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -656,7 +656,7 @@ def _init_fit_worker(images: torch.Tensor, targets: dict, split: np.ndarray, thr
     """Process-pool initializer: ``threads`` torch threads, quiet bars, the shared data kept once."""
     import os
 
-    from mtlutils.runtime import set_threads
+    from mtlutils.core.runtime import set_threads
 
     os.environ["MTLUTILS_QUIET"] = "1"
     set_threads(threads)
@@ -701,7 +701,7 @@ def fit_many(
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from mtlutils.runtime import child_threads, cpu_count
+    from mtlutils.core.runtime import child_threads, cpu_count
 
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):

@@ -1,7 +1,7 @@
 """Execute the numbered notebooks with papermill and collect their key numbers in ``results.json``.
 
 ``results.json`` = ``{"mode": …, "notebooks": {"01_data_preparation": {"seconds": …, "status": "ok"}},
-"figures": {…}}``; ``figures`` gathers what notebooks passed to :func:`mtlutils.record`.
+"figures": {…}}``; ``figures`` gathers what notebooks passed to :func:`mtlutils.core.record`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlutils.layout import check_mode
-from mtlutils.record import FIGURES_ENV
+from mtlutils.core.layout import check_mode
+from mtlutils.core.record import FIGURES_ENV
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 RUN_DIR_ENV = "MTLUTILS_RUN_DIR"
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from mtlutils import metrics
+from mtlutils.evaluation import metrics
 from mtlutils.models import ModelConfig
 from mtlutils.training import FitResult, Job, TrainConfig, embed, fit_many
 

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtlutils.io import atomic_path, ensure_writable_dir
+from mtlutils.core.io import atomic_path, ensure_writable_dir
 
 __all__ = [
     "SampleFile",

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mtlutils.concepts import DEFAULT_PARAMS, SegmentationParams, tissue_mask
-from mtlutils.progress import progress
+from mtlutils.core.progress import progress
 
 __all__ = [
     "NUCLEUS_CLASSES",

@@ -16,7 +16,7 @@ they stain and how the tissue looks. This module measures those *concepts* on an
    unit, description) plus quality-control fields (:data:`QC_FIELDS`). Missing is NaN, never a
    made-up constant: a patch without nuclei has ``count`` 0, ``area`` NaN and ``no_nuclei`` True.
 3. :func:`extract_concepts` (arrays) and :func:`extract_patch_dir_concepts` (a patch dataset folder
-   from ``mtlutils.slides.tile_cohort``) — batch extraction in worker processes with one thread
+   from ``mtlutils.data.slides.tile_cohort``) — batch extraction in worker processes with one thread
    each, cached per slide, resumable, written atomically.
 4. :class:`ConceptScaler` — z-scores fitted on the training split only (NaN-aware), stored as JSON.
 5. What the concepts track: :func:`read_concept_dataset` (concepts joined with labels and coordinates),
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from mtlutils.runtime import child_threads, set_threads
+from mtlutils.core.runtime import child_threads, set_threads
 
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes do not need it
     import pandas as pd
@@ -714,7 +714,7 @@ def _concepts_of_images(
 def _concepts_of_h5_rows(
     path: str, start: int, stop: int, mpp: float, params: SegmentationParams
 ) -> dict[str, np.ndarray]:
-    from mtlutils import io as mio
+    from mtlutils.core import io as mio
 
     arrays, _ = mio.read_h5(path, keys=["images"], rows=np.arange(start, stop))
     images = arrays["images"]
@@ -725,7 +725,7 @@ def _run_tasks(
     func: Any, tasks: Sequence[tuple[Any, ...]], workers: int, desc: str
 ) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
     """Yield (task index, result) for ``func(*task)``, in a spawn process pool when workers > 1."""
-    from mtlutils.progress import progress
+    from mtlutils.core.progress import progress
 
     total = len(tasks)
     if total == 0:
@@ -856,7 +856,7 @@ def extract_patch_dir_concepts(
     """
     import pandas as pd
 
-    from mtlutils import io as mio
+    from mtlutils.core import io as mio
 
     workers = _check_workers(workers)
     folder = Path(patch_dir).expanduser()
@@ -1118,7 +1118,7 @@ class ConceptScaler:
         return scaler
 
     def save(self, path: str | os.PathLike) -> Path:
-        from mtlutils.io import atomic_write_json
+        from mtlutils.core.io import atomic_write_json
 
         return atomic_write_json(path, self.to_dict())
 
@@ -1151,7 +1151,7 @@ CLASS_NAMES = {0.0: "normal", 1.0: "tumour"}
 
 def patch_dir_mpp(patch_dir: str | os.PathLike) -> float:
     """The µm/px of the patches of a folder written by ``slides.tile_cohort`` (its ``tile_mpp``)."""
-    from mtlutils import io as mio
+    from mtlutils.core import io as mio
 
     folder = Path(patch_dir).expanduser()
     index = _read_index(folder)

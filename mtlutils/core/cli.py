@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mtlutils.progress import progress_enabled
-    from mtlutils.runner import NOTEBOOK_DIR, NotebookFailed, parse_value, print_summary, run_notebooks
+    from mtlutils.core.progress import progress_enabled
+    from mtlutils.core.runner import NOTEBOOK_DIR, NotebookFailed, parse_value, print_summary, run_notebooks
 
     params = {name: parse_value(value) for name, value in args.p}
     try:
@@ -111,7 +111,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_tile(args: argparse.Namespace) -> int:
-    from mtlutils.slides import tile_cohort
+    from mtlutils.data.slides import tile_cohort
 
     index = tile_cohort(
         args.manifest,

@@ -75,7 +75,7 @@ Centers
     everything else is identical for one seed. Tissue morphology never depends on the center.
 
 Coordinates: level-0 pixels, x to the right, y down, continuous, pixel (r, c) covering
-[c, c+1) × [r, r+1) (as in :mod:`mtlutils.annotations`): a centroid at the centre of pixel (r, c)
+[c, c+1) × [r, r+1) (as in :mod:`mtlutils.data.annotations`): a centroid at the centre of pixel (r, c)
 is x = c + 0.5, y = r + 0.5 (add 0.5 to ``regionprops`` centroids before comparing).
 
 Determinism: each slide draws from its own generators derived from (seed, center name, slide index),
@@ -104,7 +104,7 @@ import pandas as pd
 from scipy import ndimage, special
 from scipy.spatial import cKDTree
 
-from mtlutils.runtime import child_threads, set_threads
+from mtlutils.core.runtime import child_threads, set_threads
 
 __all__ = [
     "CenterStyle",
@@ -490,7 +490,7 @@ def _fill_polygon(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean mask of pixels whose centre lies inside ``polygon`` ((K, 2) x, y; even-odd rule).
 
     Scan-line fill, vectorised over rows and edges; same convention as
-    :func:`mtlutils.annotations.rasterize_polygons`.
+    :func:`mtlutils.data.annotations.rasterize_polygons`.
     """
     h, w = shape
     x0, y0 = polygon[:, 0], polygon[:, 1]
@@ -1318,8 +1318,8 @@ def _slide_files(out: Path, slide_id: str) -> dict[str, Path]:
 
 def _write_slide(job: dict[str, Any]) -> dict[str, Any]:
     """Render one slide and write its nuclei table, annotation and TIFF (each atomically, TIFF last)."""
-    from mtlutils.annotations import write_asap_xml
-    from mtlutils.io import atomic_path, write_pyramidal_tiff
+    from mtlutils.core.io import atomic_path, write_pyramidal_tiff
+    from mtlutils.data.annotations import write_asap_xml
 
     slide = generate_slide(
         job["index"],
@@ -1445,8 +1445,8 @@ def generate_cohort(
     renders slides in a process pool (spawned, one thread per worker; in a script, call this under
     ``if __name__ == "__main__":``). The slides do not depend on ``workers``.
     """
-    from mtlutils.io import atomic_path, atomic_write_json, ensure_writable_dir
-    from mtlutils.progress import progress
+    from mtlutils.core.io import atomic_path, atomic_write_json, ensure_writable_dir
+    from mtlutils.core.progress import progress
 
     slides_per_center = _check_int(
         "slides_per_center", slides_per_center, 1, "use e.g. 8 (3 for a quick run)"
@@ -1642,7 +1642,7 @@ def patch_dir_ground_truth(
     row. ``tissue_fraction``: one value per index row (e.g. ``concepts.csv``'s ``tissue_fraction``),
     or None for the whole patch area.
     """
-    from mtlutils import io as mio
+    from mtlutils.core import io as mio
 
     folder, cohort = Path(patch_dir).expanduser(), Path(cohort_dir).expanduser()
     index_path = folder / "index.csv"
@@ -1713,7 +1713,7 @@ def patch_dir_true_nuclei(
 ) -> list[pd.DataFrame]:
     """:func:`nuclei_in_patch` for the patches at positions ``rows`` of ``patch_dir/index.csv`` (in
     that order): the true nuclei of each patch, centroids in patch-image pixels (for overlays)."""
-    from mtlutils import io as mio
+    from mtlutils.core import io as mio
 
     folder = Path(patch_dir).expanduser()
     index_path = folder / "index.csv"
