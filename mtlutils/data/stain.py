@@ -42,6 +42,7 @@ OD_BETA = 0.15
 #: Macenko needs at least this many / this fraction of pixels dense in every channel.
 MACENKO_MIN_PIXELS = 100
 MACENKO_MIN_FRACTION = 0.01
+MIN_LAB_STD = 0.5  #: CIELAB units (L 0-255 scale); a tile varying less than this in L, a or b is left as is
 
 
 def optical_density(rgb: np.ndarray, io: float = IO_WHITE) -> np.ndarray:
@@ -119,6 +120,12 @@ class StainNormalizer:
         ):
             self.n_fallback += 1
             return image.copy()
+        if _lab_std_min(image) < MIN_LAB_STD:
+            # Reinhard divides by the tile's LAB standard deviations and Macenko takes eigenvectors of its
+            # OD covariance: a flat tile has neither (its std is 0 on one CPU and ~1e-7 on another), so it
+            # is returned unchanged instead of relying on a NaN that only some CPUs produce
+            self.n_fallback += 1
+            return image.copy()
         try:
             # NaN/inf anywhere (e.g. a zero standard deviation, an empty percentile) raises instead of
             # being cast silently to black pixels
@@ -146,6 +153,14 @@ class StainNormalizer:
             self.n_fallback += 1
             return image.copy()
         return out.astype(np.uint8, copy=False)
+
+
+def _lab_std_min(rgb: np.ndarray) -> float:
+    """Smallest per-channel standard deviation of ``rgb`` in CIELAB units, computed as torchstain's Reinhard does."""
+    from torchstain.numpy.utils.rgb2lab import rgb2lab
+
+    lab = rgb2lab(rgb.astype(np.float32) / 255)
+    return float(lab.reshape(-1, 3).std(axis=0).min())
 
 
 def _check_rgb(rgb: np.ndarray, what: str) -> np.ndarray:
