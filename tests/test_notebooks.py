@@ -75,6 +75,12 @@ def test_data_preparation_numbers(quick_run):
     by_center = figures["01.patches_by_center"]
     assert set(by_center) >= {"A", "B", "C", "D"}
     assert sum(by_center.values()) == figures["01.n_patches"] > 0
+    # the planted confounder is measurable even in quick mode: the center alone ranks tumour above
+    # normal on the confounded cohort, much less on its control twin; colour reveals the center
+    confounded, control = figures["01.confounding"]["confounded"], figures["01.confounding"]["control"]
+    assert confounded["label_from_center_auc"] >= control["label_from_center_auc"] + 0.1
+    for cohort in (confounded, control):
+        assert cohort["center_from_colour"] >= cohort["center_chance"] + 0.1
 
 
 @pytest.mark.notebook
@@ -93,7 +99,9 @@ def test_guided_cnn_records_table2(quick_run):
     table = figures["03.table"]
     assert {row["id"] for row in table} == set(range(1, 9))
     assert {row["weighting"] for row in table if row["id"] != 1} == {"vanilla", "uncertainty"}
-    assert all(0 <= row["int_auc"] <= 1 for row in table if row["int_auc"] is not None)
-    assert -1 <= figures["03.best_ext_gain"] <= 1 and 0 < figures["03.best_ext_p"] <= 1
-    assert 0 < figures["03.center_chance"] < 1
-    assert 0 <= figures["03.center_acc_adv"] <= 1 and 0 <= figures["03.center_acc_baseline"] <= 1
+    # even two quick epochs learn the tumour task: the baseline ranks above chance on both test sets
+    baseline = next(row for row in table if row["id"] == 1)
+    assert baseline["int_auc"] > 0.55 and baseline["ext_auc"] > 0.6, baseline
+    assert 0 < figures["03.best_ext_p"] <= 1
+    # the probe's chance level is the majority share of the three training centers: at least 1/3
+    assert 1 / 3 - 1e-9 <= figures["03.center_chance"] < 1

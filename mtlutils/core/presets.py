@@ -1,0 +1,49 @@
+"""Per-notebook sizes by mode (quick / default / full): the one table every notebook's parameters follow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mtlutils.core.layout import check_mode
+
+#: notebook number -> mode -> sizes. Units: slides per center, slide side and CNN input in px, epochs,
+#: seeds and bootstrap resamples as counts.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "01": {  # slides per center, slide side (level-0 px), tiles kept per slide
+        "quick": {"slides": 3, "slide_px": 1024, "max_tiles": 24},
+        "default": {"slides": 8, "slide_px": 2048, "max_tiles": 64},
+        "full": {"slides": 25, "slide_px": 4096, "max_tiles": None},
+    },
+    "02": {  # overlay examples per center and class, stain-check patches per center
+        "quick": {"examples": 1, "stain": 12},
+        "default": {"examples": 2, "stain": 40},
+        "full": {"examples": 3, "stain": 100},
+    },
+    "03": {  # CNN input px, maximum epochs, seeds per configuration, bootstrap resamples
+        "quick": {"px": 48, "epochs": 2, "seeds": 1, "boot": 200},
+        "default": {"px": 64, "epochs": 15, "seeds": 3, "boot": 1000},
+        "full": {"px": 96, "epochs": 40, "seeds": 5, "boot": 2000},
+    },
+}
+
+
+def preset(notebook: str, mode: str, **overrides: Any) -> dict[str, Any]:
+    """The sizes of ``notebook`` ("01", "02", …) in ``mode``, with every non-None override applied.
+
+    ``preset("01", MODE, slides=SLIDES_PER_CENTER)`` keeps the mode's value when the notebook's
+    parameter is None, and refuses a name the table does not have (a typo would be silently ignored).
+    """
+    if notebook not in PRESETS:
+        raise ValueError(f"no presets for notebook {notebook!r}; known: {sorted(PRESETS)}")
+    sizes = dict(PRESETS[notebook][check_mode(mode)])
+    unknown = sorted(set(overrides) - set(sizes))
+    if unknown:
+        raise ValueError(f"notebook {notebook} has no preset named {unknown}; known: {sorted(sizes)}")
+    sizes.update({k: v for k, v in overrides.items() if v is not None})
+    return sizes
+
+
+def table(notebook: str) -> Mapping[str, Mapping[str, Any]]:
+    """The notebook's presets as {mode: sizes}, to print beside the parameters cell."""
+    return PRESETS[notebook]

@@ -1,0 +1,103 @@
+"""core: presets, show, runtime (threads, device, seed), parallel map, layout, record."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mtlutils.core import layout, parallel, presets, record, runtime, show
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _threads_seen() -> tuple[str | None, int]:
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def test_preset_follows_mode_and_overrides():
+    assert presets.preset("01", "quick")["slides"] == 3
+    assert presets.preset("03", "default", seeds=None)["seeds"] == presets.PRESETS["03"]["default"]["seeds"]
+    assert presets.preset("03", "default", seeds=7)["seeds"] == 7
+    with pytest.raises(ValueError, match="no preset named"):
+        presets.preset("03", "default", sedes=7)
+    with pytest.raises(ValueError, match="MODE"):
+        presets.preset("03", "fast")
+
+
+def test_show_prints_the_source_outside_jupyter(capsys):
+    text = show.show(_square)
+    assert "return x * x" in text and "return x * x" in capsys.readouterr().out
+    assert show.show(_square, lines=(1, 1)).strip() == "def _square(x: int) -> int:"
+    with pytest.raises(ValueError, match="no source"):
+        show.show(3)
+
+
+def test_parallel_map_keeps_order_and_pins_worker_threads():
+    tasks = [(i,) for i in range(7)]
+    assert list(parallel.parallel_map(_square, tasks, workers=1)) == [i * i for i in range(7)]
+    assert list(parallel.parallel_map(_square, tasks, workers=2, show_progress=False)) == [
+        i * i for i in range(7)
+    ]
+    seen = list(parallel.parallel_map(_threads_seen, [()] * 2, workers=2, show_progress=False))
+    assert all(omp == "1" and torch_threads == 1 for omp, torch_threads in seen)
+    with pytest.raises(ValueError, match="workers=0"):
+        list(parallel.parallel_map(_square, tasks, workers=0))
+    with pytest.raises(ValueError, match="whole number"):
+        parallel.check_workers(1.5)
+
+
+def test_set_threads_and_child_threads_restore(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "9")
+    with runtime.child_threads(1):
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "9"
+    before = torch.get_num_threads()
+    try:
+        assert runtime.set_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match=">= 1"):
+        runtime.set_threads(-1)
+
+
+def test_select_device_and_seed():
+    assert runtime.select_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="not one of"):
+        runtime.select_device("tpu")
+    a = runtime.seed_everything(5).random(3)
+    b = runtime.seed_everything(5).random(3)
+    np.testing.assert_array_equal(a, b)
+    import torch
+
+    runtime.seed_everything(5)
+    x = torch.rand(2)
+    runtime.seed_everything(5)
+    assert torch.equal(x, torch.rand(2))
+
+
+def test_layout_dirs_by_mode(tmp_path):
+    dirs = layout.cohort_dirs(tmp_path, "quick", "synthetic")
+    control = layout.cohort_dirs(tmp_path, "quick", "synthetic", control=True)
+    assert dirs.root != control.root and dirs.patches != control.patches
+    assert layout.cohort_dirs(tmp_path, "default", "synthetic").root != dirs.root
+    with pytest.raises(ValueError):
+        layout.check_mode("QUICK!")
+
+
+def test_record_merges_keys_into_the_figures_file(tmp_path, monkeypatch):
+    path = tmp_path / "figures.json"
+    monkeypatch.setenv(record.FIGURES_ENV, str(path))
+    record.record("01.n", np.int64(3))
+    record.record("01.auc", np.float32(0.5))
+    record.record("01.by_center", {"A": np.array([1, 2])})
+    assert json.loads(path.read_text()) == {"01.n": 3, "01.auc": 0.5, "01.by_center": {"A": [1, 2]}}
+    assert not [p for p in tmp_path.iterdir() if p.name != "figures.json"]  # no temp file left behind
