@@ -2,12 +2,12 @@
 
 Generates (or reuses) a small synthetic cohort, then, in the same run and on the same tiles:
 
-* ``tiles_per_s``: :func:`mtlutils.data.slides.tile_slide` end to end — open, tissue detection, labels from
+* ``tiles_per_s``: :func:`mtlutils.data.tiling.tile_slide` end to end — open, tissue detection, labels from
   the annotation, block reads, cutting (tiles kept in memory);
 * ``raw_tiles_per_s``: one ``openslide.OpenSlide.read_region`` per tile at the same level, location
   and size, converted to RGB arrays (no tissue detection at all: the baseline does strictly less);
-* ``cohort_tiles_per_s``: :func:`mtlutils.data.slides.tile_cohort` into a fresh folder (HDF5 cache and
-  index included), and ``load_tiles_per_s``: :func:`mtlutils.data.slides.load_patches` of it;
+* ``cohort_tiles_per_s``: :func:`mtlutils.data.cohort.tile_cohort` into a fresh folder (HDF5 cache and
+  index included), and ``load_tiles_per_s``: :func:`mtlutils.data.patches.load_patches` of it;
 * ``reinhard_ms`` / ``macenko_ms``: stain normalisation per tile.
 
 Each timing is the median of ``--repeats`` passes after one warm-up pass (files in the OS cache);
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import openslide
 
-    from mtlutils.data import slides, stain
+    from mtlutils import data
+    from mtlutils.data import stain
     from mtlutils.data.annotations import read_asap_xml
 
     work = Path(args.out)
@@ -73,15 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         cohort_dir, slides_per_center=args.slides_per_center, size_px=args.size, show_progress=False
     )
     generate_s = time.perf_counter() - t0
-    manifest = slides.read_manifest(cohort_dir / "manifest.csv")
+    manifest = data.read_manifest(cohort_dir / "manifest.csv")
 
     def ours() -> tuple[int, dict[str, dict]]:
         plans = {}
         total = 0
         for row in manifest.itertuples():
             polygons = read_asap_xml(row.annotation) if row.annotation else None
-            with slides.open_slide(row.path) as slide:
-                images, coords = slides.tile_slide(
+            with data.open_slide(row.path) as slide:
+                images, coords = data.tile_slide(
                     slide, tile_mpp=args.tile_mpp, tile_px=args.tile_px, tumour_polygons=polygons
                 )
             total += len(images)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tile_px == plans[manifest.slide_id[0]]["coords"].attrs["read_px"]:
         for row in manifest.itertuples():
             coords = plans[row.slide_id]["coords"]
-            with slides.open_slide(row.path) as slide:
+            with data.open_slide(row.path) as slide:
                 x, y = int(coords["x_px"].iloc[0]), int(coords["y_px"].iloc[0])
                 direct = slide.read_region((x, y), coords.attrs["level"], (args.tile_px, args.tile_px))
             max_diff = max(
@@ -137,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         shutil.rmtree(patches, ignore_errors=True)
         _, dt, _ = timed(
-            lambda: slides.tile_cohort(
+            lambda: data.tile_cohort(
                 manifest, patches, tile_mpp=args.tile_mpp, tile_px=args.tile_px, show_progress=False
             )
         )
         cohort_s.append(dt)
     load_s = []
     for _ in range(args.repeats):
-        loaded, dt, _ = timed(slides.load_patches, patches)
+        loaded, dt, _ = timed(data.load_patches, patches)
         load_s.append(dt)
 
     sample = loaded.images[:: max(1, len(loaded) // 64)][:64]

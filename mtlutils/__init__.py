@@ -1,7 +1,7 @@
 """mtlutils: the package behind the notebooks on multi-task and adversarial learning in pathology.
 
 Notebooks explain, call and plot; the modules here compute. Import submodules explicitly
-(``from mtlutils import synthetic, slides``); only :func:`record` is re-exported for brevity.
+(``from mtlutils import data, synthetic``); only :func:`record` is re-exported for brevity.
 """
 
 from mtlutils.core.record import record

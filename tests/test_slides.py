@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mtlutils import data
 from mtlutils.core import io as mio
-from mtlutils.data import annotations, slides
+from mtlutils.data import annotations, tiling
 
 MPP = 0.5
 WIDTH, HEIGHT = 1792, 1344  # 8 x 6 tiles of 224 px at level 0
@@ -135,8 +136,8 @@ def test_tumour_fraction_raster_and_per_tile_paths_agree():
     hole = np.array([[800, 600], [1000, 600], [1000, 800], [800, 800]], dtype=float)
     grid_r, grid_c = np.divmod(np.arange(8 * 8), 8)
     x, y = grid_c * 224, grid_r * 224
-    fast = slides._tumour_fractions(x, y, 224.0, [star], [hole])
-    slow = slides._tumour_fractions(x, y, 224.0, [star], [hole], max_raster_px=0)
+    fast = tiling._tumour_fractions(x, y, 224.0, [star], [hole])
+    slow = tiling._tumour_fractions(x, y, 224.0, [star], [hole], max_raster_px=0)
     np.testing.assert_allclose(fast, slow)
     assert fast.min() == 0 and fast.max() == 1 and 0 < fast.mean() < 1
 
@@ -147,7 +148,7 @@ def test_tumour_fraction_raster_and_per_tile_paths_agree():
 
 
 def test_open_slide_reads_mpp_and_pixels(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
         assert slide.mpp == pytest.approx(MPP)
         assert slide.mpp_source == "openslide.mpp-x"
         assert slide.dimensions == (WIDTH, HEIGHT)
@@ -167,63 +168,61 @@ def _one_line(exc_info) -> str:
 
 
 def test_missing_slide_path(tmp_path):
-    with pytest.raises(slides.SlideNotFoundError) as info:
-        slides.open_slide(tmp_path / "nope.svs")
+    with pytest.raises(data.SlideNotFoundError) as info:
+        data.open_slide(tmp_path / "nope.svs")
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ValueError)
     assert "nope.svs" in _one_line(info) and "does not exist" in str(info.value)
 
 
 def test_file_that_is_not_a_slide(tmp_path):
     (tmp_path / "notes.svs").write_text("this is not a slide\n" * 50)
-    with pytest.raises(slides.SlideError) as info:
-        slides.open_slide(tmp_path / "notes.svs")
+    with pytest.raises(data.SlideError) as info:
+        data.open_slide(tmp_path / "notes.svs")
     assert "notes.svs" in _one_line(info) and "not a whole-slide image" in str(info.value)
     (tmp_path / "empty.svs").write_bytes(b"")
-    with pytest.raises(slides.SlideError, match="empty"):
-        slides.open_slide(tmp_path / "empty.svs")
-    with pytest.raises(slides.SlideError, match="folder"):
-        slides.open_slide(tmp_path)
+    with pytest.raises(data.SlideError, match="empty"):
+        data.open_slide(tmp_path / "empty.svs")
+    with pytest.raises(data.SlideError, match="folder"):
+        data.open_slide(tmp_path)
 
 
 def test_truncated_tiff(slide_files, tmp_path):
-    data = (slide_files["folder"] / "tissue.tiff").read_bytes()
+    raw = (slide_files["folder"] / "tissue.tiff").read_bytes()
     for fraction in (0.5, 0.99):
         path = tmp_path / f"cut{fraction}.tiff"
-        path.write_bytes(data[: int(len(data) * fraction)])
-        with pytest.raises(slides.SlideError) as info:
-            slides.open_slide(path)
+        path.write_bytes(raw[: int(len(raw) * fraction)])
+        with pytest.raises(data.SlideError) as info:
+            data.open_slide(path)
         assert path.name in _one_line(info) and ("truncated" in str(info.value))
 
 
 def test_missing_mpp_needs_an_override(slide_files):
     path = slide_files["folder"] / "nompp.tiff"
-    with pytest.raises(slides.MissingMPPError) as info:
-        slides.open_slide(path)
+    with pytest.raises(data.MissingMPPError) as info:
+        data.open_slide(path)
     message = _one_line(info)
     assert "nompp.tiff" in message and "mpp_override=" in message and "--mpp-override" in message
-    with slides.open_slide(path, mpp_override=0.25) as slide:
+    with data.open_slide(path, mpp_override=0.25) as slide:
         assert slide.mpp == 0.25 and slide.mpp_source == "override"
-    with slides.open_slide(path, default_mpp=0.5) as slide:
+    with data.open_slide(path, default_mpp=0.5) as slide:
         assert slide.mpp == 0.5 and slide.mpp_source == "default_mpp"
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff", default_mpp=0.25) as slide:
+    with data.open_slide(slide_files["folder"] / "tissue.tiff", default_mpp=0.25) as slide:
         assert slide.mpp == pytest.approx(MPP)  # default only fills missing metadata
     with pytest.warns(UserWarning, match="differs from its metadata"):
-        slides.open_slide(slide_files["folder"] / "tissue.tiff", mpp_override=1.0).close()
-    with pytest.raises(slides.SlideError, match="plausible"):
-        slides.open_slide(path, mpp_override=-3)
+        data.open_slide(slide_files["folder"] / "tissue.tiff", mpp_override=1.0).close()
+    with pytest.raises(data.SlideError, match="plausible"):
+        data.open_slide(path, mpp_override=-3)
 
 
 def test_mpp_from_tiff_resolution_fallbacks():
-    assert slides.mpp_from_properties({"aperio.MPP": "0.2527"}) == (0.2527, "aperio.MPP")
-    mpp, source = slides.mpp_from_properties(
-        {"tiff.XResolution": "40000", "tiff.ResolutionUnit": "centimeter"}
-    )
+    assert data.mpp_from_properties({"aperio.MPP": "0.2527"}) == (0.2527, "aperio.MPP")
+    mpp, source = data.mpp_from_properties({"tiff.XResolution": "40000", "tiff.ResolutionUnit": "centimeter"})
     assert mpp == pytest.approx(0.25) and source == "tiff.XResolution"
-    mpp, _ = slides.mpp_from_properties({"tiff.XResolution": "50800", "tiff.ResolutionUnit": "inch"})
+    mpp, _ = data.mpp_from_properties({"tiff.XResolution": "50800", "tiff.ResolutionUnit": "inch"})
     assert mpp == pytest.approx(0.5)
     # a 72-dpi default or a missing unit is not a microscope resolution
-    assert slides.mpp_from_properties({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"}) == (None, "")
-    assert slides.mpp_from_properties({"tiff.XResolution": "1", "tiff.ResolutionUnit": "none"}) == (None, "")
+    assert data.mpp_from_properties({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"}) == (None, "")
+    assert data.mpp_from_properties({"tiff.XResolution": "1", "tiff.ResolutionUnit": "none"}) == (None, "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,8 +231,8 @@ def test_mpp_from_tiff_resolution_fallbacks():
 
 
 def test_detect_tissue_area(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        tissue = slides.detect_tissue(slide)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        tissue = data.detect_tissue(slide)
     expected_mm2 = TISSUE_RIGHT * HEIGHT * MPP**2 / 1e6
     assert tissue.mpp == pytest.approx(8.0, rel=0.01)
     assert tissue.mask.shape == (HEIGHT // 16, WIDTH // 16)
@@ -242,8 +241,8 @@ def test_detect_tissue_area(slide_files):
 
 
 def test_tile_at_native_resolution(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        images, coords = slides.tile_slide(slide, tile_mpp=0.5, tile_px=224)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        images, coords = data.tile_slide(slide, tile_mpp=0.5, tile_px=224)
     assert images.shape == (30, 224, 224, 3) and images.dtype == np.uint8  # 5 columns x 6 rows of tissue
     assert coords.attrs["level"] == 0 and coords.attrs["tile_size_px"] == 224
     assert (coords["x_px"] % 224 == 0).all() and (coords["y_px"] % 224 == 0).all()
@@ -258,8 +257,8 @@ def test_tile_at_native_resolution(slide_files):
 
 
 def test_tile_at_half_resolution_uses_level_1(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        images, coords = slides.tile_slide(slide, tile_mpp=1.0, tile_px=224)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        images, coords = data.tile_slide(slide, tile_mpp=1.0, tile_px=224)
     # a tile covers 448 level-0 px = 224 µm; read from level 1 (downsample 2)
     assert coords.attrs["level"] == 1 and coords.attrs["tile_size_px"] == 448
     assert coords.attrs["actual_tile_mpp"] == pytest.approx(1.0)
@@ -279,54 +278,54 @@ def test_tile_at_half_resolution_uses_level_1(slide_files):
 
 
 def test_tumour_labels_from_polygon_and_ambiguous_dropped(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        _, coords = slides.tile_slide(slide, tumour_polygons=[_tumour_polygon()])
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        _, coords = data.tile_slide(slide, tumour_polygons=[_tumour_polygon()])
     assert coords.attrs["n_ambiguous_dropped"] == 6  # column 2: 25 % tumour
     assert set(coords["x_px"].unique()) == {0, 224, 672, 896}
     tumour = coords[coords["x_px"] < 448]
     normal = coords[coords["x_px"] >= 672]
     assert (tumour["label"] == 1).all() and (tumour["tumour_fraction"] == 1).all() and len(tumour) == 12
     assert (normal["label"] == 0).all() and (normal["tumour_fraction"] == 0).all() and len(normal) == 12
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        _, loose = slides.tile_slide(slide, tumour_polygons=[_tumour_polygon()], tumour_min=0.2)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        _, loose = data.tile_slide(slide, tumour_polygons=[_tumour_polygon()], tumour_min=0.2)
     assert loose.attrs["n_ambiguous_dropped"] == 0 and (loose["label"] == 1).sum() == 18
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        _, normal_only = slides.tile_slide(slide, tumour_polygons=[])
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        _, normal_only = data.tile_slide(slide, tumour_polygons=[])
     assert (normal_only["label"] == 0).all() and len(normal_only) == 30
 
 
 def test_slide_without_tissue_is_a_clear_error(slide_files):
-    with slides.open_slide(slide_files["folder"] / "blank.tiff") as slide:
-        with pytest.raises(slides.NoTissueError) as info:
-            slides.tile_slide(slide)
+    with data.open_slide(slide_files["folder"] / "blank.tiff") as slide:
+        with pytest.raises(data.NoTissueError) as info:
+            data.tile_slide(slide)
     message = _one_line(info)
     assert "blank.tiff" in message and "tissue_threshold" in message
 
 
 def test_threshold_that_no_tile_reaches(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        tissue = slides.detect_tissue(slide)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        tissue = data.detect_tissue(slide)
         tissue.mask[:] = False
         tissue.mask[:10, :10] = True  # a speck of tissue, smaller than any tile
         tissue._integral = None
-        with pytest.raises(slides.NoTissueError, match="lower tissue_threshold"):
-            slides.tile_slide(slide, tissue=tissue, tissue_threshold=0.9)
+        with pytest.raises(data.NoTissueError, match="lower tissue_threshold"):
+            data.tile_slide(slide, tissue=tissue, tissue_threshold=0.9)
 
 
 def test_balanced_sampling_is_seeded_and_recorded():
     labels = np.r_[np.zeros(95), np.ones(5)]
-    idx, record = slides._sample_balanced(labels, 20, seed=3)
+    idx, record = tiling._sample_balanced(labels, 20, seed=3)
     assert len(idx) == 20 and labels[idx].sum() == 5  # the rare class survives whole
     assert record["before"] == {"normal": 95, "tumour": 5} and record["after"] == {"normal": 15, "tumour": 5}
-    again, _ = slides._sample_balanced(labels, 20, seed=3)
-    other, _ = slides._sample_balanced(labels, 20, seed=4)
+    again, _ = tiling._sample_balanced(labels, 20, seed=3)
+    other, _ = tiling._sample_balanced(labels, 20, seed=4)
     np.testing.assert_array_equal(idx, again)
     assert not np.array_equal(idx, other)
 
 
 def test_max_tiles_keeps_classes_and_weights(slide_files):
-    with slides.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
-        images, coords = slides.tile_slide(slide, tumour_polygons=[_tumour_polygon()], max_tiles=8, seed=1)
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        images, coords = data.tile_slide(slide, tumour_polygons=[_tumour_polygon()], max_tiles=8, seed=1)
     assert len(images) == len(coords) == 8
     assert coords.attrs["sampling"]["after"] == {"normal": 4, "tumour": 4}
     np.testing.assert_allclose(coords["sampling_weight"], 12 / 4)
@@ -386,7 +385,7 @@ def cohort(slide_files, tmp_path):
 
 
 def test_read_manifest_resolves_paths(cohort):
-    df = slides.read_manifest(cohort)
+    df = data.read_manifest(cohort)
     assert list(df["slide_id"]) == ["s1", "s2", "s3"]
     assert all(os.path.isabs(p) and os.path.exists(p) for p in df["path"])
     assert df.loc[0, "annotation"].endswith("tissue.xml") and df.loc[1, "annotation"] is None
@@ -409,14 +408,14 @@ def test_read_manifest_resolves_paths(cohort):
 def test_manifest_errors(cohort, change, pattern):
     rows = pd.read_csv(cohort, dtype=str, keep_default_na=False).to_dict(orient="records")
     bad = _write_manifest(cohort.parent, change(rows), name="bad.csv")
-    with pytest.raises(slides.ManifestError, match=pattern) as info:
-        slides.read_manifest(bad)
+    with pytest.raises(data.ManifestError, match=pattern) as info:
+        data.read_manifest(bad)
     assert "bad.csv" in _one_line(info)
 
 
 def test_missing_manifest(tmp_path):
-    with pytest.raises(slides.ManifestError, match="does not exist"):
-        slides.read_manifest(tmp_path / "none.csv")
+    with pytest.raises(data.ManifestError, match="does not exist"):
+        data.read_manifest(tmp_path / "none.csv")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,7 +425,7 @@ def test_missing_manifest(tmp_path):
 
 def test_tile_cohort_writes_index_cache_and_loads(cohort, tmp_path):
     out = tmp_path / "patches"
-    index = slides.tile_cohort(cohort, out, show_progress=False)
+    index = data.tile_cohort(cohort, out, show_progress=False)
     for col in (
         "slide_id",
         "patient_id",
@@ -475,20 +474,20 @@ def test_tile_cohort_writes_index_cache_and_loads(cohort, tmp_path):
         -1
     ).any()  # tumour and normal outlines
 
-    train = slides.load_patches(out, split="train")
+    train = data.load_patches(out, split="train")
     assert len(train) == 54 and set(train.meta["slide_id"]) == {"s1", "s3"}
     assert train.images.shape == (54, 224, 224, 3)
-    with slides.open_slide(slide_files_path(cohort)) as slide:
-        direct, coords = slides.tile_slide(slide, tumour_polygons=[_tumour_polygon()])
+    with data.open_slide(slide_files_path(cohort)) as slide:
+        direct, coords = data.tile_slide(slide, tumour_polygons=[_tumour_polygon()])
     s1 = train.meta.index[train.meta["slide_id"] == "s1"].to_numpy()
     np.testing.assert_array_equal(train.images[s1], direct)
     np.testing.assert_array_equal(train.meta.loc[s1, "x_px"].to_numpy(), coords["x_px"].to_numpy())
-    both = slides.load_patches(out, center=["A", "B"], split=["train", "test"])
+    both = data.load_patches(out, center=["A", "B"], split=["train", "test"])
     assert len(both) == 84
     with pytest.raises(ValueError, match="no patch with split"):
-        slides.load_patches(out, split="validation")
+        data.load_patches(out, split="validation")
     with pytest.raises(FileNotFoundError, match="tile_cohort"):
-        slides.load_patches(tmp_path / "empty")
+        data.load_patches(tmp_path / "empty")
 
 
 def slide_files_path(cohort):
@@ -501,22 +500,22 @@ def test_tile_cohort_is_resumable_and_atomic(cohort, tmp_path, monkeypatch):
     # a leftover temporary file from a crashed run, and a corrupt final file: neither counts as done
     (out / ".s1.tmp-999-deadbeef.h5").write_bytes(b"partial")
     (out / "s2.h5").write_bytes(b"garbage, not HDF5")
-    slides.tile_cohort(cohort, out, show_progress=False)
+    data.tile_cohort(cohort, out, show_progress=False)
     assert mio.h5_length(out / "s2.h5", "images") == 30
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("s*.h5")}
 
-    index = slides.tile_cohort(cohort, out, show_progress=False)
+    index = data.tile_cohort(cohort, out, show_progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("s*.h5")} == stamps  # nothing rewritten
     assert json.loads((out / "dataset.json").read_text())["n_slides_skipped"] == 3
     assert len(index) == 84
 
     # other parameters: rebuilt
-    slides.tile_cohort(cohort, out, tile_px=112, show_progress=False)
+    data.tile_cohort(cohort, out, tile_px=112, show_progress=False)
     assert mio.read_h5_attrs(out / "s1.h5")["tile_px"] == 112
 
     # a crash in the middle of writing leaves the previous file and no temporary file
     calls = {"n": 0}
-    real_blocks = slides.iter_tile_blocks
+    real_blocks = data.iter_tile_blocks
 
     def crashing_blocks(*args, **kwargs):
         for block in real_blocks(*args, **kwargs):
@@ -524,9 +523,9 @@ def test_tile_cohort_is_resumable_and_atomic(cohort, tmp_path, monkeypatch):
             yield block
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(slides, "iter_tile_blocks", crashing_blocks)
+    monkeypatch.setattr("mtlutils.data.cohort.iter_tile_blocks", crashing_blocks)
     with pytest.raises(KeyboardInterrupt):
-        slides.tile_cohort(cohort, out, tile_px=224, show_progress=False)
+        data.tile_cohort(cohort, out, tile_px=224, show_progress=False)
     assert calls["n"] == 1
     assert mio.read_h5_attrs(out / "s1.h5")["tile_px"] == 112  # old complete file untouched
     leftovers = [p.name for p in out.iterdir() if mio.is_temp_file(p)]
@@ -544,12 +543,12 @@ def test_tile_cohort_mpp_override_for_slides_lacking_it(slide_files, tmp_path):
         }
     ]
     manifest = _write_manifest(tmp_path, rows)
-    with pytest.raises(slides.MissingMPPError, match="--mpp-override"):
-        slides.tile_cohort(manifest, tmp_path / "out", show_progress=False)
-    index = slides.tile_cohort(manifest, tmp_path / "out", mpp_override=0.5, show_progress=False)
+    with pytest.raises(data.MissingMPPError, match="--mpp-override"):
+        data.tile_cohort(manifest, tmp_path / "out", show_progress=False)
+    index = data.tile_cohort(manifest, tmp_path / "out", mpp_override=0.5, show_progress=False)
     assert len(index) == 30 and index["mpp"].eq(0.5).all()
     few = tmp_path / "few"
-    sampled = slides.tile_cohort(manifest, few, mpp_override=0.5, max_tiles_per_slide=7, show_progress=False)
+    sampled = data.tile_cohort(manifest, few, mpp_override=0.5, max_tiles_per_slide=7, show_progress=False)
     info = json.loads((few / "dataset.json").read_text())
     assert len(sampled) == 7 and info["sampled"] is True
     assert info["slides"]["n1"]["sampling"]["before"] == {"unknown": 30}
@@ -560,15 +559,15 @@ def test_tile_cohort_unwritable_output(cohort, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(mio.UnwritableDirError, match="a_file"):
-        slides.tile_cohort(cohort, blocker / "patches", show_progress=False)
+        data.tile_cohort(cohort, blocker / "patches", show_progress=False)
 
 
 def test_tile_cohort_with_two_workers_matches_one(cohort, tmp_path):
-    one = slides.tile_cohort(cohort, tmp_path / "one", show_progress=False)
-    two = slides.tile_cohort(slides.read_manifest(cohort), tmp_path / "two", workers=2, show_progress=False)
+    one = data.tile_cohort(cohort, tmp_path / "one", show_progress=False)
+    two = data.tile_cohort(data.read_manifest(cohort), tmp_path / "two", workers=2, show_progress=False)
     pd.testing.assert_frame_equal(one, two)
-    a = slides.load_patches(tmp_path / "one")
-    b = slides.load_patches(tmp_path / "two")
+    a = data.load_patches(tmp_path / "one")
+    b = data.load_patches(tmp_path / "two")
     np.testing.assert_array_equal(a.images, b.images)
 
 
@@ -578,12 +577,12 @@ def test_tile_cohort_with_two_workers_matches_one(cohort, tmp_path):
 
 
 def test_real_slide(real_slide):
-    with slides.open_slide(real_slide) as slide:
+    with data.open_slide(real_slide) as slide:
         assert slide.mpp == pytest.approx(0.499, abs=1e-3)
         assert slide.dimensions == (2220, 2967)
-        tissue = slides.detect_tissue(slide)
+        tissue = data.detect_tissue(slide)
         assert 0.3 < tissue.tissue_area_mm2 < 1.2  # ≈ 0.64 mm² of skin on a 1.1 x 1.5 mm region
-        images, coords = slides.tile_slide(slide, tile_mpp=0.5, tile_px=224, tissue=tissue)
+        images, coords = data.tile_slide(slide, tile_mpp=0.5, tile_px=224, tissue=tissue)
     assert images.shape[1:] == (224, 224, 3) and 30 <= len(images) <= 80
     assert (coords["x_px"] % 224 == 0).all()
     assert coords.attrs["actual_tile_mpp"] == pytest.approx(0.5, abs=0.005)

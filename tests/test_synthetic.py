@@ -416,7 +416,7 @@ def test_nuclei_in_patch_gives_patch_pixel_coordinates():
 
 
 def test_ground_truth_of_a_tiled_cohort(tiny_cohort, tmp_path):
-    from mtlutils.data.slides import tile_cohort
+    from mtlutils.data import tile_cohort
 
     out, manifest = tiny_cohort
     index = tile_cohort(
@@ -454,7 +454,7 @@ def test_ground_truth_folder_errors(tiny_cohort, tmp_path):
         syn.patch_dir_ground_truth(tmp_path / "none", out)
     with pytest.raises(FileNotFoundError, match="no ground truth"):
         syn.read_nuclei(tmp_path, "A-000")
-    from mtlutils.data.slides import tile_cohort
+    from mtlutils.data import tile_cohort
 
     tile_cohort(out / "manifest.csv", tmp_path / "patches", max_tiles_per_slide=2, show_progress=False)
     with pytest.raises(ValueError, match="tissue_fraction has 3 values"):

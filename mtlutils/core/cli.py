@@ -111,7 +111,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_tile(args: argparse.Namespace) -> int:
-    from mtlutils.data.slides import tile_cohort
+    from mtlutils.data import tile_cohort
 
     index = tile_cohort(
         args.manifest,

@@ -23,7 +23,7 @@ def check_mpp(
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what}={mpp!r} must be a positive, finite number of µm per pixel; {fix}")
     if not lo <= value <= hi:
-        raise ValueError(f"{what}={value:g} µm/px is outside {lo:g}–{hi:g} µm/px; {fix}")
+        raise ValueError(f"{what}={value!r} µm/px is outside {lo:g}–{hi:g} µm/px; {fix}")
     return value
 
 
