@@ -33,6 +33,7 @@ def test_notebook_conventions(path: Path, caplog):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
     assert "widgets" not in nb.metadata, "no widget state in committed notebooks"
+    assert nb.metadata["kernelspec"]["name"] == "mtlutils", "one kernel for all: the project's (make lab)"
     for c in code:
         assert not re.search(r"^\s*(def|class) ", c.source, flags=re.M), (
             "logic belongs in mtlutils, not in a notebook"
