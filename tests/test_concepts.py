@@ -189,6 +189,18 @@ def test_hematoxylin_od_is_high_in_nuclei_low_in_eosin():
     assert h[0, 0] > 0.4 > abs(h[0, 60]) and abs(h[0, 100]) < 0.01
 
 
+def test_optical_density_is_the_one_of_the_stain_module():
+    """The segmentation's look-up table is data.stain.optical_density (notebook 01), for every 8-bit value."""
+    from mtlutils.concepts import deconvolution
+    from mtlutils.data.stain import optical_density
+
+    values = np.arange(256, dtype=np.uint8)
+    np.testing.assert_allclose(deconvolution._OD_LUT, optical_density(values), rtol=0, atol=1e-6)
+    image = np.stack(np.meshgrid(values, values[::-1], indexing="ij"), -1)[..., [0, 1, 0]]  # all pairs
+    expected = optical_density(image).astype(np.float64) @ C._HED_FROM_RGB[:, 0]
+    np.testing.assert_allclose(C.hematoxylin_od(image), expected, rtol=0, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad input: one clear error, never a crash inside scikit-image
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +334,7 @@ def test_scaler_errors():
 
 
 # --------------------------------------------------------------------------------------------------
-# Patch dataset folders (the layout written by slides.tile_cohort) and the CLI entry point
+# Patch dataset folders (the layout written by data.tile_cohort) and the CLI entry point
 # --------------------------------------------------------------------------------------------------
 
 
@@ -411,7 +423,7 @@ def test_patch_dir_extraction_is_aligned_cached_and_resumable(tmp_path):
 
 def test_patch_dataset_from_tile_cohort(tmp_path):
     """End to end on the real layout: synthetic slides -> tile_cohort -> concepts (all centers)."""
-    from mtlutils.data.slides import tile_cohort
+    from mtlutils.data import tile_cohort
     from mtlutils.synthetic import generate_cohort
 
     generate_cohort(tmp_path / "cohort", slides_per_center=1, size_px=768, seed=0, show_progress=False)

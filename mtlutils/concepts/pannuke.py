@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtlutils.concepts import DEFAULT_PARAMS, SegmentationParams, tissue_mask
+from mtlutils.concepts.deconvolution import tissue_mask
+from mtlutils.concepts.params import DEFAULT_PARAMS, SegmentationParams
 from mtlutils.core.progress import progress
 
 __all__ = [

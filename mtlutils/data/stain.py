@@ -46,8 +46,12 @@ MIN_LAB_STD = 0.5  #: CIELAB units (L 0-255 scale); a tile varying less than thi
 
 
 def optical_density(rgb: np.ndarray, io: float = IO_WHITE) -> np.ndarray:
-    """Optical density −log((I + 1) / io) per pixel and channel (float32, same shape as ``rgb``)."""
-    return -np.log((rgb.astype(np.float32) + 1.0) / io)
+    """Optical density OD = ln(io / (I + 1)) per pixel and channel (float32, same shape as ``rgb``).
+
+    ``io`` is the white level (light through bare glass); a channel at or above it is clear glass, OD 0
+    (never negative: no stain absorbs less than none).
+    """
+    return np.maximum(-np.log((rgb.astype(np.float32) + 1.0) / io), np.float32(0.0))
 
 
 def tissue_pixel_fraction(rgb: np.ndarray, beta: float = OD_BETA) -> float:
