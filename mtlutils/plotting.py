@@ -15,7 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-RUN_DIR_ENV = "MTLUTILS_RUN_DIR"
+from mtlutils.core.io import atomic_path
+from mtlutils.core.runner import RUN_DIR_ENV
+
 CENTER_PALETTE = "tab10"
 
 
@@ -26,9 +28,8 @@ def save_figure(fig: matplotlib.figure.Figure, name: str | None) -> Path | None:
         return None
     path = Path(run_dir) / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 

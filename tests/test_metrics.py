@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mtlutils.evaluation import metrics
+from mtlutils.evaluation import bootstrap, metrics, probes
 
 
 def predictions(n: int = 400, signal: float = 1.0, seed: int = 0):
@@ -42,14 +42,14 @@ def test_auc_and_f1_match_sklearn_including_ties_and_weights():
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():
     y, score = predictions()
-    ci = metrics.bootstrap_ci(y, score, n_boot=500, seed=7)
+    ci = bootstrap.bootstrap_ci(y, score, n_boot=500, seed=7)
     assert ci["low"] < ci["estimate"] < ci["high"]
     assert ci["estimate"] == pytest.approx(roc_auc_score(y, score))
     assert 0.02 < ci["high"] - ci["low"] < 0.2
-    assert metrics.bootstrap_ci(y, score, n_boot=500, seed=7) == ci
-    other = metrics.bootstrap_ci(y, score, n_boot=500, seed=8)
+    assert bootstrap.bootstrap_ci(y, score, n_boot=500, seed=7) == ci
+    other = bootstrap.bootstrap_ci(y, score, n_boot=500, seed=8)
     assert (other["low"], other["high"]) != (ci["low"], ci["high"])
-    f1_ci = metrics.bootstrap_ci(y, score, metric="f1", n_boot=300, seed=0)
+    f1_ci = bootstrap.bootstrap_ci(y, score, metric="f1", n_boot=300, seed=0)
     assert f1_ci["low"] < f1_ci["estimate"] < f1_ci["high"]
     assert "seed 7" in ci["method"] and ci["n_valid"] == 500
 
@@ -58,57 +58,57 @@ def test_group_bootstrap_resamples_whole_groups_and_is_wider():
     y, score = predictions(n=600)
     groups = np.repeat(np.arange(20), 30)
     score = score + np.repeat(np.random.default_rng(3).normal(0, 0.3, 20), 30)  # correlated within groups
-    weights = metrics.resample_weights(600, n_boot=50, seed=0, groups=groups)
+    weights = bootstrap.resample_weights(600, n_boot=50, seed=0, groups=groups)
     assert (weights.reshape(50, 20, 30).std(axis=2) == 0).all()  # each group resampled as a block
     assert np.allclose(weights.sum(axis=1), 600)
-    rows = metrics.bootstrap_ci(y, score, n_boot=400, seed=0)
-    by_group = metrics.bootstrap_ci(y, score, n_boot=400, seed=0, groups=groups)
+    rows = bootstrap.bootstrap_ci(y, score, n_boot=400, seed=0)
+    by_group = bootstrap.bootstrap_ci(y, score, n_boot=400, seed=0, groups=groups)
     assert by_group["high"] - by_group["low"] > rows["high"] - rows["low"]
     with pytest.raises(ValueError, match="groups"):
-        metrics.resample_weights(600, groups=groups[:10])
+        bootstrap.resample_weights(600, groups=groups[:10])
 
 
 def test_paired_bootstrap_detects_a_better_predictor_and_not_an_identical_one():
     y, weak = predictions(n=500, signal=0.3, seed=0)
     rng = np.random.default_rng(5)
     strong = 1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(size=y.size))))
-    better = metrics.paired_bootstrap(y, strong, weak, n_boot=500, seed=0)
+    better = bootstrap.paired_bootstrap(y, strong, weak, n_boot=500, seed=0)
     assert better["difference"] > 0.2 and better["low"] > 0
     assert better["p_value"] < 0.01
     assert "paired bootstrap" in better["test"]
-    same = metrics.paired_bootstrap(y, weak, weak.copy(), n_boot=500, seed=0)
+    same = bootstrap.paired_bootstrap(y, weak, weak.copy(), n_boot=500, seed=0)
     assert same["p_value"] == 1.0 and same["difference"] == 0.0
-    assert metrics.paired_bootstrap(y, strong, weak, n_boot=500, seed=0) == better
+    assert bootstrap.paired_bootstrap(y, strong, weak, n_boot=500, seed=0) == better
 
 
 def test_paired_bootstrap_averages_seeds_on_the_same_resamples():
     y, weak = predictions(n=400, signal=0.3, seed=0)
     rng = np.random.default_rng(7)
     strong = np.stack([1 / (1 + np.exp(-(2.0 * (2 * y - 1) + rng.normal(size=y.size)))) for _ in range(3)])
-    stacked = metrics.paired_bootstrap(y, strong, weak[None, :], n_boot=300, seed=1)
+    stacked = bootstrap.paired_bootstrap(y, strong, weak[None, :], n_boot=300, seed=1)
     mean_auc = np.mean([metrics.auc(y, s) for s in strong])
     assert stacked["estimate"] == pytest.approx(mean_auc)  # the mean of the seeds' AUCs, not an ensemble
     assert stacked["n_seeds"] == (3, 1) and "averaged over 3 vs 1 seeds" in stacked["test"]
     assert stacked["p_value"] < 0.01 and stacked["low"] > 0
-    single = metrics.paired_bootstrap(y, strong[0], weak, n_boot=300, seed=1)
+    single = bootstrap.paired_bootstrap(y, strong[0], weak, n_boot=300, seed=1)
     assert single["estimate"] == pytest.approx(metrics.auc(y, strong[0]))
     with pytest.raises(ValueError, match="seeds, n"):
-        metrics.paired_bootstrap(y, strong[:, :10], weak)
+        bootstrap.paired_bootstrap(y, strong[:, :10], weak)
 
 
 def test_wilcoxon_paired_by_seed():
     model = [0.83, 0.85, 0.84, 0.86, 0.82, 0.84]
     base = [0.80, 0.81, 0.80, 0.82, 0.81, 0.79]
-    result = metrics.wilcoxon_paired(model, base)
+    result = bootstrap.wilcoxon_paired(model, base)
     assert result["p_value"] == pytest.approx(2 / 2**6)
     assert result["median_difference"] > 0 and "Wilcoxon signed-rank" in result["test"]
-    assert metrics.wilcoxon_paired(base, base)["p_value"] == 1.0
-    three = metrics.wilcoxon_paired(model[:3], base[:3])
+    assert bootstrap.wilcoxon_paired(base, base)["p_value"] == 1.0
+    three = bootstrap.wilcoxon_paired(model[:3], base[:3])
     assert three["p_value"] == pytest.approx(0.25)  # the floor with 3 seeds
-    mixed = metrics.wilcoxon_paired([0.8, 0.9, 0.7, 0.85], [0.82, 0.88, 0.71, 0.84])
+    mixed = bootstrap.wilcoxon_paired([0.8, 0.9, 0.7, 0.85], [0.82, 0.88, 0.71, 0.84])
     assert mixed["p_value"] > 0.5
     with pytest.raises(ValueError, match="pair them"):
-        metrics.wilcoxon_paired([1, 2, 3], [1, 2])
+        bootstrap.wilcoxon_paired([1, 2, 3], [1, 2])
 
 
 def test_probe_r2_is_held_out():
@@ -116,19 +116,19 @@ def test_probe_r2_is_held_out():
     n, d = 200, 60
     noise = rng.normal(size=(n, d))
     target = rng.normal(size=n)
-    result = metrics.probe_r2(noise, target, seed=0)
+    result = probes.probe_r2(noise, target, seed=0)
     assert result["r2_in_sample"] > 0.15  # the probe memorises noise...
     assert result["r2_heldout"] < 0.02  # ...but predicts nothing held out
     informative = np.column_stack([target + 0.2 * rng.normal(size=n), noise[:, :5]])
-    good = metrics.probe_r2(informative, target, groups=np.repeat(np.arange(20), 10))
+    good = probes.probe_r2(informative, target, groups=np.repeat(np.arange(20), 10))
     assert good["r2_heldout"] > 0.85 and good["n_folds"] == 5
     target_nan = target.copy()
     target_nan[:10] = np.nan
     split = np.where(np.arange(n) < 150, "train", "test")
-    one = metrics.probe_r2(informative, target_nan, split=split)
+    one = probes.probe_r2(informative, target_nan, split=split)
     assert one["n"] == n - 10 and one["n_folds"] == 1 and one["r2_heldout"] > 0.8
     with pytest.raises(ValueError, match="split"):
-        metrics.probe_r2(informative, target, split=np.full(n, "train"))
+        probes.probe_r2(informative, target, split=np.full(n, "train"))
 
 
 def test_probe_accuracy_reports_held_out_accuracy_and_chance():
@@ -136,10 +136,10 @@ def test_probe_accuracy_reports_held_out_accuracy_and_chance():
     center = np.repeat(np.array(["A", "B", "C"]), [100, 60, 40])
     slide = np.repeat(np.arange(20), 10)
     informative = rng.normal(size=(200, 8)) + (center == "B")[:, None] * 2.0 + (center == "C")[:, None] * -2.0
-    good = metrics.probe_accuracy(informative, center, groups=slide)
+    good = probes.probe_accuracy(informative, center, groups=slide)
     assert good["accuracy_heldout"] > 0.9 and good["n_classes"] == 3
     assert good["chance"] == pytest.approx(0.5, abs=0.15)  # majority class A
-    noise = metrics.probe_accuracy(rng.normal(size=(200, 40)), center, seed=0)
+    noise = probes.probe_accuracy(rng.normal(size=(200, 40)), center, seed=0)
     assert noise["accuracy_in_sample"] > noise["accuracy_heldout"]
     assert noise["accuracy_heldout"] < noise["chance"] + 0.1
 
@@ -148,11 +148,11 @@ def test_silhouette():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
     separated = rng.normal(size=(200, 5)) + labels[:, None] * 10
-    assert metrics.silhouette(separated, labels) > 0.7
-    assert abs(metrics.silhouette(rng.normal(size=(200, 5)), labels)) < 0.1
-    assert metrics.silhouette(separated, labels, sample_size=50, seed=1) > 0.7
+    assert probes.silhouette(separated, labels) > 0.7
+    assert abs(probes.silhouette(rng.normal(size=(200, 5)), labels)) < 0.1
+    assert probes.silhouette(separated, labels, sample_size=50, seed=1) > 0.7
     with pytest.raises(ValueError, match="two distinct"):
-        metrics.silhouette(separated, np.zeros(200))
+        probes.silhouette(separated, np.zeros(200))
 
 
 def test_r2_masks_missing_targets():

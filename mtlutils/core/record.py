@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtlutils.core.io import atomic_write_json
 
 FIGURES_ENV = "MTLUTILS_FIGURES"
 _memory: dict[str, Any] = {}
@@ -49,14 +50,16 @@ def record(key: str, value: Any) -> Any:
     _memory[key] = clean
     target = os.environ.get(FIGURES_ENV)
     if target:
-        path = Path(target)
-        figures = json.loads(path.read_text()) if path.exists() else {}
-        figures[key] = clean
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".figures-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(figures, fh, indent=1)
-        os.replace(tmp, path)
+        _merge_into(Path(target), key, clean)
     return value
+
+
+def _merge_into(path: Path, key: str, value: Any) -> None:
+    """Set ``key`` in the JSON object of ``path`` (created when missing), keeping every other key; the
+    file is replaced atomically, so the runner never reads a half-written one."""
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    figures[key] = value
+    atomic_write_json(path, figures, indent=1)
 
 
 def recorded() -> dict[str, Any]:

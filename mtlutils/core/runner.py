@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtlutils.core.io import atomic_write_json
 from mtlutils.core.layout import check_mode
 from mtlutils.core.record import FIGURES_ENV
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-RUN_DIR_ENV = "MTLUTILS_RUN_DIR"
+RUN_DIR_ENV = "MTLUTILS_RUN_DIR"  #: the run folder, set while notebooks run (figures are saved there)
 
 
 class NotebookFailed(RuntimeError):
@@ -72,12 +73,6 @@ def notebook_parameters(path: Path) -> set[str]:
     import papermill
 
     return set(papermill.inspect_notebook(str(path)))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _failure_message(nb: Path, err: Exception) -> str:
@@ -153,7 +148,7 @@ def run_notebooks(
                 results["notebooks"][nb.stem]["error"] = error
             if figures_file.exists():
                 results["figures"] = json.loads(figures_file.read_text())
-            _write_json(results_file, results)
+            atomic_write_json(results_file, results, indent=1)
             if error:
                 raise NotebookFailed(f"{error} (executed notebook: {out / nb.name})")
     finally:

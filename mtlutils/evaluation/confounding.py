@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mtlutils.data import stain
-from mtlutils.evaluation import metrics
+from mtlutils.evaluation import metrics, probes
 
 COLOUR_COLUMNS = ("L_mean", "a_mean", "b_mean", "L_std", "a_std", "b_std")
 
@@ -32,7 +32,7 @@ def confounder_report(images: np.ndarray, meta: pd.DataFrame, seed: int = 0) -> 
             "confounder_report needs labelled patches from at least two centers; check the split chosen"
         )
     meta = meta.loc[labelled]
-    probe = metrics.probe_accuracy(
+    probe = probes.probe_accuracy(
         colour_features(images[labelled]),
         meta["center"].to_numpy(),
         groups=meta["slide_id"].to_numpy(),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from mtlutils.evaluation import metrics
+from mtlutils.evaluation import bootstrap, metrics, probes
 from mtlutils.models import ModelConfig
 from mtlutils.training import FitResult, Job, TrainConfig, embed, fit_many
 
@@ -250,7 +250,7 @@ def compare_configurations(
 
     a, b = select(candidate), select(baseline)
     stack = lambda chosen: np.stack([scores[n][keep] for n in chosen["name"]])  # noqa: E731
-    out = metrics.paired_bootstrap(
+    out = bootstrap.paired_bootstrap(
         labels[keep],
         stack(a),
         stack(b),
@@ -263,7 +263,7 @@ def compare_configurations(
     out["wilcoxon_p"] = np.nan
     out["wilcoxon_test"] = "not run (fewer than 2 seeds in common)"
     if col is not None and len(common) >= 2:
-        w = metrics.wilcoxon_paired(
+        w = bootstrap.wilcoxon_paired(
             a.set_index("seed").loc[common, col].to_numpy(), b.set_index("seed").loc[common, col].to_numpy()
         )
         out["wilcoxon_p"], out["wilcoxon_test"] = w["p_value"], w["test"]
@@ -290,7 +290,7 @@ def center_probes(
     out = []
     for row in plan.to_dict("records"):
         features = embed(results[row["name"]].model, images[rows], layers=(layer,))[layer]
-        probe = metrics.probe_accuracy(
+        probe = probes.probe_accuracy(
             features, np.asarray(centers)[rows], groups=np.asarray(groups)[rows], seed=seed
         )
         history = results[row["name"]].history if hasattr(results[row["name"]], "history") else None
