@@ -19,7 +19,7 @@ import pandas as pd
 from mtlutils.core import io as mio
 from mtlutils.core.parallel import check_workers, parallel_map
 from mtlutils.data.manifest import read_manifest, validate_manifest
-from mtlutils.data.tiling import iter_tile_blocks, plan_tiles
+from mtlutils.data.tiling import COORD_COLUMNS, iter_tile_blocks, plan_tiles
 from mtlutils.data.tissue import TissueMask
 from mtlutils.data.wsi import open_slide
 
@@ -27,18 +27,7 @@ __all__ = ["tile_cohort", "tile_overlay"]
 
 #: Version of the per-slide HDF5 layout; part of the cache key.
 CACHE_FORMAT = 1
-_COORD_DATASETS = (
-    "x_px",
-    "y_px",
-    "x_um",
-    "y_um",
-    "grid_row",
-    "grid_col",
-    "tissue_fraction",
-    "tumour_fraction",
-    "label",
-    "sampling_weight",
-)
+_COORD_DATASETS = COORD_COLUMNS
 _SLIDE_META = ("slide_id", "patient_id", "center", "split", "has_tumour", "biomarker", "tme_score")
 
 

@@ -21,6 +21,20 @@ from mtlutils.data.wsi import NoTissueError, Slide, SlideError
 
 __all__ = ["TilePlan", "plan_tiles", "iter_tile_blocks", "tile_slide"]
 
+#: Per-tile columns of a tiled slide, in this order (also the HDF5 datasets beside the images).
+COORD_COLUMNS = (
+    "x_px",
+    "y_px",
+    "x_um",
+    "y_um",
+    "grid_row",
+    "grid_col",
+    "tissue_fraction",
+    "tumour_fraction",
+    "label",
+    "sampling_weight",
+)
+
 
 @dataclass
 class TilePlan:
@@ -223,19 +237,7 @@ def plan_tiles(
         )
         weights = {k: sampling["before"][k] / v for k, v in sampling["after"].items() if v > 0}
         coords["sampling_weight"] = np.array([weights[k] for k in keys], dtype=np.float32)
-    columns = [
-        "x_px",
-        "y_px",
-        "x_um",
-        "y_um",
-        "grid_row",
-        "grid_col",
-        "tissue_fraction",
-        "tumour_fraction",
-        "label",
-        "sampling_weight",
-    ]
-    coords = coords[columns]
+    coords = coords[list(COORD_COLUMNS)]
     info = {
         "n_grid": int(n_rows * n_cols),
         "n_tissue": int(n_tissue),
