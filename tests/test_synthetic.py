@@ -465,3 +465,49 @@ def test_ground_truth_folder_errors(tiny_cohort, tmp_path):
         syn.patch_dir_ground_truth(tmp_path / "patches", tmp_path)
     with pytest.raises(ValueError, match="outside"):
         syn.patch_dir_true_nuclei(tmp_path / "patches", out, [10_000])
+
+
+# ---- difficulty settings ---------------------------------------------------------------------------
+
+
+def test_generator_hash_names_the_settings():
+    assert syn.generator_hash() == syn.generator_hash(syn.LEGACY) and len(syn.generator_hash()) == 12
+    assert syn.generator_hash(syn.HARD) != syn.generator_hash(syn.LEGACY)
+    assert syn.GeneratorSettings.from_dict(syn.HARD.to_dict()) == syn.HARD
+    with pytest.raises(ValueError, match="grade_range"):
+        syn.GeneratorSettings(grade_range=(0.8, 0.2))
+    with pytest.raises(ValueError, match="unknown generator setting"):
+        syn.GeneratorSettings.from_dict({"grade": 1})
+
+
+def test_hard_settings_add_mimics_coarse_annotations_and_stay_deterministic():
+    hard = syn.GeneratorSettings(
+        mimics_per_mm2=40.0,
+        annotation_dilate_um=20.0,
+        annotation_vertices=10,
+        unannotated_foci=2.0,
+        focus_blur_um=0.5,
+        jpeg_quality=(80, 80, 80, 80),
+    )
+    centers = {c.name: c for c in syn.default_centers(True, hard)}
+    args = (1, centers["A"], True, 1, 0.4, 768, 0.5, 0, hard)
+    s1, s2 = syn.generate_slide(*args), syn.generate_slide(*args)
+    assert np.array_equal(s1.rgb, s2.rgb) and s1.nuclei.equals(s2.nuclei)
+    assert set(s1.nuclei["type"]) & set(syn.MIMIC_TYPES)  # mimic nuclei are typed in the truth
+    assert s1.annotation_polygons is not None and len(s1.annotation_polygons[0]) == 10
+    assert len(s1.polygons) >= len(s1.annotation_polygons)  # unannotated foci are in the truth only
+    exact = rasterize_polygons(s1.polygons[:1], (768, 768))
+    loose = rasterize_polygons(s1.annotation_polygons[:1], (768, 768))
+    assert loose.sum() > exact.sum()  # the annotator's outline is drawn loosely
+
+
+def test_hard_cohort_records_its_hash_and_exact_regions(tmp_path):
+    syn.generate_cohort(
+        tmp_path, slides_per_center=1, size_px=512, seed=2, show_progress=False, settings=syn.HARD
+    )
+    cohort = json.loads((tmp_path / "cohort.json").read_text())
+    assert cohort["generator_hash"] == syn.generator_hash(syn.HARD) == cohort["parameters"]["generator_hash"]
+    assert syn.GeneratorSettings.from_dict(cohort["generator_settings"]) == syn.HARD
+    assert (tmp_path / "truth" / "A-000.xml").is_file()
+    with pytest.raises(ValueError, match="generator_hash"):
+        syn.generate_cohort(tmp_path, slides_per_center=1, size_px=512, seed=2, show_progress=False)

@@ -74,6 +74,16 @@ Centers
     ``confounder=False`` (the control) gives every training center the training mean (0.5);
     everything else is identical for one seed. Tissue morphology never depends on the center.
 
+Difficulty settings (:class:`~mtlutils.synthetic.settings.GeneratorSettings`, ``settings=`` of
+:func:`generate_cohort`; hashed with ``FORMAT_VERSION`` into ``generator_hash``, recorded in
+``cohort.json``). The defaults (:data:`LEGACY`) give the cohort described above; :data:`HARD` adds
+overlapping morphology (grades 0–0.7, reactive normal nuclei, shared cytoplasm, lobule-rich normal
+tissue), benign mimics (lymphoid follicles, sinus histiocytes, crush streaks; nuclei typed
+``germinal``, ``mantle``, ``histiocyte``, ``crushed``), coarse annotations (dilated, simplified
+outlines; small foci left out; the exact regions in ``truth/{slide_id}.xml``, true patch labels from
+:func:`patch_dir_true_labels`), scanner defocus and JPEG per center, and a stronger shortcut
+(prevalences 0.9 / 0.5 / 0.1, center stains pushed apart). :func:`cohort_card` measures the result.
+
 Coordinates: level-0 pixels, x to the right, y down, continuous, pixel (r, c) covering
 [c, c+1) × [r, r+1) (as in :mod:`mtlutils.data.annotations`): a centroid at the centre of pixel (r, c)
 is x = c + 0.5, y = r + 0.5 (add 0.5 to ``regionprops`` centroids before comparing).
@@ -87,15 +97,17 @@ Modules: :mod:`~mtlutils.synthetic.model` (nucleus parameters, densities, TME),
 :mod:`~mtlutils.synthetic.centers` (stains), :mod:`~mtlutils.synthetic.fields` (random streams and
 fields), :mod:`~mtlutils.synthetic.nuclei`, :mod:`~mtlutils.synthetic.tissue` (layout),
 :mod:`~mtlutils.synthetic.render`, :mod:`~mtlutils.synthetic.slide` (one slide or patch),
-:mod:`~mtlutils.synthetic.cohort` (plan and writer) and :mod:`~mtlutils.synthetic.truth` (ground truth
-of tiled patches).
+:mod:`~mtlutils.synthetic.cohort` (plan and writer), :mod:`~mtlutils.synthetic.truth` (ground truth
+of tiled patches), :mod:`~mtlutils.synthetic.settings` (difficulty options and their hash),
+:mod:`~mtlutils.synthetic.mimics`, :mod:`~mtlutils.synthetic.annotate` (coarse annotations) and
+:mod:`~mtlutils.synthetic.card` (the cohort card).
 """
 
 from __future__ import annotations
 
+from mtlutils.synthetic.card import BANDS, cohort_card, format_card
 from mtlutils.synthetic.centers import CenterStyle, default_centers, get_center
 from mtlutils.synthetic.cohort import (
-    FORMAT_VERSION,
     MANIFEST_COLUMNS,
     SPLIT_FRACTIONS,
     generate_cohort,
@@ -110,6 +122,14 @@ from mtlutils.synthetic.model import (
     tme_from_biomarker,
     tumour_area_fraction,
     tumour_nucleus_params,
+)
+from mtlutils.synthetic.settings import (
+    DEFAULT_SETTINGS,
+    FORMAT_VERSION,
+    HARD,
+    LEGACY,
+    GeneratorSettings,
+    generator_hash,
 )
 from mtlutils.synthetic.slide import (
     MIN_PATCH_PX,
@@ -126,9 +146,9 @@ from mtlutils.synthetic.tissue import _region_map as _region_map  # used by the 
 from mtlutils.synthetic.tissue import _TumourRegion as _TumourRegion
 from mtlutils.synthetic.truth import (
     GROUND_TRUTH_COLUMNS,
-    nuclei_in_patch,
     MIMIC_TYPES,
     TRUE_LABEL_COLUMNS,
+    nuclei_in_patch,
     patch_dir_ground_truth,
     patch_dir_true_labels,
     patch_dir_true_nuclei,
@@ -170,4 +190,12 @@ __all__ = [
     "FORMAT_VERSION",
     "SPLIT_FRACTIONS",
     "STREAMS",
+    "GeneratorSettings",
+    "DEFAULT_SETTINGS",
+    "LEGACY",
+    "HARD",
+    "generator_hash",
+    "cohort_card",
+    "format_card",
+    "BANDS",
 ]

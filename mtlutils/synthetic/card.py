@@ -46,7 +46,7 @@ def colour_features(patch_dir: str | os.PathLike) -> pd.DataFrame:
         with h5py.File(folder / str(file), "r") as h5:
             images = h5["images"]
             for start in range(0, len(images), 64):
-                block = images[start : start + 64].astype(np.float32)
+                block = images[start : start + 64].astype(np.float64)
                 rows = np.arange(start, start + len(block))
                 sel = group["row"].isin(rows).to_numpy()
                 if not sel.any():
@@ -107,9 +107,7 @@ def _patches(patch_dir: str | os.PathLike, cohort_dir: str | os.PathLike) -> pd.
     fraction = index["tissue_fraction"] if "tissue_fraction" in index.columns else None
     truth = patch_dir_ground_truth(patch_dir, cohort_dir, tissue_fraction=fraction)
     labels = patch_dir_true_labels(patch_dir, cohort_dir)
-    table = pd.concat(
-        [index, truth[list(ORACLE_FEATURES)], labels, colour_features(patch_dir)], axis=1
-    )
+    table = pd.concat([index, truth[list(ORACLE_FEATURES)], labels, colour_features(patch_dir)], axis=1)
     return table[table["label"].notna()].reset_index(drop=True)
 
 
@@ -156,7 +154,9 @@ def cohort_card(
     colour = list(COLOUR_FEATURES)
 
     card: dict[str, Any] = {}
-    card["oracle_auc"] = _auc(y_test, _fit_score(_fill(pool[morph], pool[morph]), y_pool, _fill(test[morph], pool[morph])))
+    card["oracle_auc"] = _auc(
+        y_test, _fit_score(_fill(pool[morph], pool[morph]), y_pool, _fill(test[morph], pool[morph]))
+    )
     single = {}
     for name in morph:
         value = _auc(y_test, _fill(test[[name]], pool[[name]])[:, 0])
@@ -166,7 +166,9 @@ def cohort_card(
 
     x_pool = _fill(pool[colour], pool[colour])
     card["colour_internal_auc"] = _auc(y_test, _fit_score(x_pool, y_pool, _fill(test[colour], pool[colour])))
-    card["colour_external_auc"] = _auc(y_ext, _fit_score(x_pool, y_pool, _fill(external[colour], pool[colour])))
+    card["colour_external_auc"] = _auc(
+        y_ext, _fit_score(x_pool, y_pool, _fill(external[colour], pool[colour]))
+    )
 
     rate = pool.groupby("center")["label"].mean()
     card["center_tumour_rate"] = {str(k): float(v) for k, v in rate.items()}

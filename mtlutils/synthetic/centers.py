@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from mtlutils.synthetic.settings import DEFAULT_SETTINGS, GeneratorSettings
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +29,7 @@ class CenterStyle:
     blur_sigma_um: float
     noise_std: float
     tumour_prevalence: float
+    jpeg_quality: int = 0  # scanner compression (JPEG quality 1..100; 0: lossless)
 
     def __post_init__(self) -> None:
         od = np.array(self.stain_od, dtype=np.float64)
@@ -49,6 +53,8 @@ class CenterStyle:
             raise ValueError(
                 f"CenterStyle {self.name!r}: tumour_prevalence={self.tumour_prevalence} must be in [0, 1]"
             )
+        if not 0 <= int(self.jpeg_quality) <= 100:
+            raise ValueError(f"CenterStyle {self.name!r}: jpeg_quality={self.jpeg_quality} must be in 0..100")
         if self.stain_strength <= 0 or self.blur_sigma_um < 0 or self.noise_std < 0:
             raise ValueError(
                 f"CenterStyle {self.name!r}: stain_strength must be > 0, blur_sigma_um and noise_std >= 0"
@@ -65,26 +71,31 @@ class CenterStyle:
             "blur_sigma_um": float(self.blur_sigma_um),
             "noise_std": float(self.noise_std),
             "tumour_prevalence": float(self.tumour_prevalence),
+            "jpeg_quality": int(self.jpeg_quality),
         }
 
 
 _CONFOUNDED_PREVALENCE = {"A": 0.8, "B": 0.5, "C": 0.2, "D": 0.5}
 
 
-def default_centers(confounder: bool = True) -> list[CenterStyle]:
+def default_centers(confounder: bool = True, settings: GeneratorSettings | None = None) -> list[CenterStyle]:
     """Training centers A, B, C and external center D.
 
     ``confounder=True``: tumour prevalence 0.8 / 0.5 / 0.2 in A / B / C (the stain predicts the label
     inside the training data). ``False`` (control): every training center gets their mean, 0.5.
-    D (external, unseen stain) has 0.5 in both.
+    D (external, unseen stain) has 0.5 in both. ``settings`` (default :data:`DEFAULT_SETTINGS`) sets
+    the prevalences, each center's JPEG quality and ``stain_gain``, which scales the training
+    centers' differences from their mean stain (vectors, I0, strength).
     """
-    train_mean = float(np.mean([_CONFOUNDED_PREVALENCE[c] for c in "ABC"]))
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    confounded = dict(zip("ABCD", settings.prevalence, strict=True))
+    train_mean = float(np.mean([confounded[c] for c in "ABC"]))
 
     def prev(name: str) -> float:
-        return _CONFOUNDED_PREVALENCE[name] if (confounder or name == "D") else train_mean
+        return confounded[name] if (confounder or name == "D") else train_mean
 
     # rows: hematoxylin, eosin OD directions (R, G, B); I0, strength, blur µm, noise
-    return [
+    centers = [
         CenterStyle(
             "A", "train", [[0.56, 0.72, 0.41], [0.12, 0.84, 0.53]], 242.0, 1.00, 0.40, 3.0, prev("A")
         ),
@@ -98,6 +109,25 @@ def default_centers(confounder: bool = True) -> list[CenterStyle]:
             "D", "external", [[0.78, 0.60, 0.18], [0.02, 0.55, 0.83]], 226.0, 1.25, 0.85, 5.0, prev("D")
         ),
     ]
+    gain, quality = float(settings.stain_gain), dict(zip("ABCD", settings.jpeg_quality, strict=True))
+    if gain == 1.0 and not any(quality.values()):
+        return centers
+    train = [c for c in centers if c.role == "train"]
+    od0 = np.mean([c.stain_od for c in train], axis=0)
+    i0, s0 = np.mean([c.intensity for c in train]), np.mean([c.stain_strength for c in train])
+    out = []
+    for c in centers:
+        g = gain if c.role == "train" else 1.0
+        out.append(
+            dataclasses.replace(
+                c,
+                stain_od=np.clip(od0 + g * (c.stain_od - od0), 1e-3, None) if g != 1.0 else c.stain_od,
+                intensity=float(np.clip(i0 + g * (c.intensity - i0), 150.0, 255.0)),
+                stain_strength=float(max(s0 + g * (c.stain_strength - s0), 0.3)),
+                jpeg_quality=int(quality[c.name]),
+            )
+        )
+    return out
 
 
 def get_center(center: str | CenterStyle, confounder: bool = True) -> CenterStyle:

@@ -29,6 +29,7 @@ from mtlutils.synthetic.model import (
     tme_from_biomarker,
     tumour_nucleus_params,
 )
+from mtlutils.synthetic.settings import DEFAULT_SETTINGS, FORMAT_VERSION, GeneratorSettings, generator_hash
 from mtlutils.synthetic.slide import (
     MIN_SLIDE_PX,
     MPP_FIX,
@@ -51,7 +52,6 @@ MANIFEST_COLUMNS = (
     "nuclei",
     "mpp",
 )
-FORMAT_VERSION = 1
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
@@ -88,14 +88,16 @@ def plan_cohort(
     seed: int = 0,
     confounder: bool = True,
     centers: Sequence[CenterStyle] | None = None,
+    settings: GeneratorSettings | None = None,
 ) -> pd.DataFrame:
     """Slide-level design of a cohort, without rendering: one row per slide.
 
     Columns: slide_id, patient_id, center, index, split, has_tumour, biomarker, tme_score.
-    Deterministic in (slides_per_center, seed, confounder); see the module docstring for the rules.
+    Deterministic in (slides_per_center, seed, confounder, settings); see the module docstring for
+    the rules. ``settings`` sets the prevalences when ``centers`` is None.
     """
     n = _check_int("slides_per_center", slides_per_center, 1, "use e.g. 8 (3 for a quick run)")
-    centers = list(centers) if centers is not None else default_centers(confounder)
+    centers = list(centers) if centers is not None else default_centers(confounder, settings)
     rows = []
     for style in centers:
         streams = _streams(int(seed), style.name, 0, kind=0)  # one per decision, reusing the stream names
@@ -151,11 +153,15 @@ def _write_slide(job: dict[str, Any]) -> dict[str, Any]:
         job["size_px"],
         job["mpp"],
         job["seed"],
+        job["settings"],
     )
     files = _slide_files(Path(job["out"]), slide.slide_id)
     with atomic_path(files["nuclei"]) as tmp:
         slide.nuclei.to_csv(tmp, index=False)
-    write_asap_xml(files["annotation"], slide.polygons, group="Tumor")
+    annotation = slide.polygons if slide.annotation_polygons is None else slide.annotation_polygons
+    write_asap_xml(files["annotation"], annotation, group="Tumor")
+    (Path(job["out"]) / "truth").mkdir(exist_ok=True)
+    write_asap_xml(Path(job["out"]) / "truth" / f"{slide.slide_id}.xml", slide.polygons, group="Tumor")
     write_pyramidal_tiff(files["path"], slide.rgb, slide.mpp, tile=256)
     return {
         "slide_id": slide.slide_id,
@@ -166,10 +172,11 @@ def _write_slide(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parameters(
-    slides_per_center: int, size_px: int, mpp: float, seed: int, confounder: bool
+    slides_per_center: int, size_px: int, mpp: float, seed: int, confounder: bool, settings: GeneratorSettings
 ) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
+        "generator_hash": generator_hash(settings),
         "slides_per_center": slides_per_center,
         "size_px": size_px,
         "mpp": mpp,
@@ -190,6 +197,7 @@ def _check_same_cohort(out: Path, params: dict[str, Any]) -> None:
             raise ValueError(
                 f"{path} is unreadable; delete it (and the cohort files beside it) to regenerate"
             ) from None
+        old.setdefault("generator_hash", generator_hash(DEFAULT_SETTINGS))  # written before the hash
         diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
         if diff:
             what = ", ".join(f"{k}={a!r} there vs {b!r} now" for k, (a, b) in diff.items())
@@ -198,11 +206,13 @@ def _check_same_cohort(out: Path, params: dict[str, Any]) -> None:
             )
 
 
-def _provenance(params: dict[str, Any], centers: Sequence[CenterStyle], plan: pd.DataFrame) -> dict[str, Any]:
+def _provenance(
+    params: dict[str, Any], centers: Sequence[CenterStyle], plan: pd.DataFrame, settings: GeneratorSettings
+) -> dict[str, Any]:
     styles = {c.name: c for c in centers}
     slides = []
     for row in plan.itertuples(index=False):
-        _, hidden = _slide_hidden(styles[row.center], int(row.index), int(params["seed"]))
+        _, hidden = _slide_hidden(styles[row.center], int(row.index), int(params["seed"]), settings)
         slides.append(
             {
                 "slide_id": row.slide_id,
@@ -215,10 +225,14 @@ def _provenance(params: dict[str, Any], centers: Sequence[CenterStyle], plan: pd
                 else 0.0,
                 "stain_od": np.round(hidden["stain_od"], 5).tolist(),
                 "stain_strength": round(hidden["stain_strength"], 5),
+                "focus_blur_um": round(hidden["focus_blur_um"], 4),
+                "unannotated_foci_planned": hidden["unannotated_foci"] if row.has_tumour else 0,
             }
         )
     return {
         "generator": "mtlutils.synthetic",
+        "generator_hash": generator_hash(settings),
+        "generator_settings": settings.to_dict(),
         "parameters": params,
         "centers": [c.to_dict() for c in centers],
         "model": {
@@ -255,13 +269,17 @@ def generate_cohort(
     confounder: bool = True,
     workers: int = 1,
     show_progress: bool = True,
+    settings: GeneratorSettings | None = None,
 ) -> pd.DataFrame:
     """Write the synthetic cohort to ``out_dir``; return its manifest.
 
     Layout: ``slides/{slide_id}.tiff`` (pyramidal, OpenSlide-readable, level-0 ``mpp``),
-    ``annotations/{slide_id}.xml`` (ASAP XML tumour polygons), ``nuclei/{slide_id}.csv`` (ground
-    truth), ``manifest.csv`` (columns :data:`MANIFEST_COLUMNS`, paths relative to ``out_dir``) and
-    ``cohort.json`` (parameters, center styles, every slide's hidden variables). Resumable: slides
+    ``annotations/{slide_id}.xml`` (ASAP XML tumour polygons, as an annotator drew them: coarse when
+    ``settings`` say so), ``truth/{slide_id}.xml`` (the exact tumour regions), ``nuclei/{slide_id}.csv``
+    (ground truth), ``manifest.csv`` (columns :data:`MANIFEST_COLUMNS`, paths relative to ``out_dir``) and
+    ``cohort.json`` (parameters, ``generator_hash`` and ``generator_settings``, center styles, every
+    slide's hidden variables). ``settings``: :class:`GeneratorSettings` (default
+    :data:`DEFAULT_SETTINGS`). Resumable: slides
     whose three files exist are skipped; manifest and cohort.json are written last. ``workers > 1``
     renders slides in worker processes (:func:`~mtlutils.core.parallel.parallel_map`, one thread each; in a script, call this under
     ``if __name__ == "__main__":``). The slides do not depend on ``workers``.
@@ -279,14 +297,15 @@ def generate_cohort(
     workers = _check_int("workers", workers, 1, "use 1 (serial) or the number of cores")
     confounder = bool(confounder)
     out = ensure_writable_dir(out_dir)
-    params = _parameters(slides_per_center, size_px, mpp, seed, confounder)
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    params = _parameters(slides_per_center, size_px, mpp, seed, confounder, settings)
     _check_same_cohort(out, params)
     marker = out / ".cohort-in-progress.json"
     atomic_write_json(marker, {"parameters": params})
-    for sub in ("slides", "annotations", "nuclei"):
+    for sub in ("slides", "annotations", "nuclei", "truth"):
         (out / sub).mkdir(exist_ok=True)
 
-    centers = default_centers(confounder)
+    centers = default_centers(confounder, settings)
     styles = {c.name: c for c in centers}
     plan = plan_cohort(slides_per_center, seed, confounder, centers)
     jobs = [
@@ -299,6 +318,7 @@ def generate_cohort(
             "size_px": size_px,
             "mpp": mpp,
             "seed": seed,
+            "settings": settings,
             "out": str(out),
         }
         for r in plan.itertuples(index=False)
@@ -325,6 +345,6 @@ def generate_cohort(
     manifest = manifest[list(MANIFEST_COLUMNS)]
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
-    atomic_write_json(out / "cohort.json", _provenance(params, centers, plan))
+    atomic_write_json(out / "cohort.json", _provenance(params, centers, plan, settings))
     marker.unlink(missing_ok=True)
     return manifest

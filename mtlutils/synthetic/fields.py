@@ -20,6 +20,8 @@ STREAMS = (
     "lymph",
     "texture",
     "noise",
+    "extra",  # difficulty options (foci, focus, annotation); appended, so older streams are unchanged
+    "mimics",
 )
 
 

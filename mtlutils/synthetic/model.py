@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scipy import special
 
-NUCLEUS_TYPES = ("normal", "stromal", "lymphocyte", "tumour")
+NUCLEUS_TYPES = ("normal", "stromal", "lymphocyte", "tumour", "germinal", "mantle", "histiocyte", "crushed")
 NUCLEI_COLUMNS = ("x_px", "y_px", "area_um2", "type", "intensity")
 
 # ---- nuclei (µm², relative hematoxylin load); see the module docstring ----------------------------
@@ -67,13 +67,21 @@ H_NUCLEUS = 1.8  # hematoxylin concentration of a nucleus of intensity 1
 E_NUCLEUS = 0.18  # eosin left inside a nucleus
 
 
-def normal_nucleus_params(activity: float) -> dict[str, float]:
+def normal_nucleus_params(activity: float, reactive_gain: float = 0.0) -> dict[str, float]:
     """Normal epithelial nuclear parameters of a gland or lobule with ``activity`` in [0, 1].
 
     Resting (0) to active/reactive (1) epithelium: mean area 34–50 µm², a little darker when active.
+    ``reactive_gain`` in [0, 1] moves active nuclei toward grade-0.5 tumour nuclei (area 72 µm², CV
+    0.3, intensity 1.25, coarser chromatin, nucleoli): reactive atypia.
     """
-    a = float(activity)
-    return {**NUCLEUS_PARAMS["normal"], "area": 34.0 + 16.0 * a, "intensity": 0.95 + 0.1 * a}
+    a, k = float(activity), float(reactive_gain) * float(activity)
+    base = {**NUCLEUS_PARAMS["normal"], "area": 34.0 + 16.0 * a, "intensity": 0.95 + 0.1 * a}
+    if k == 0.0:
+        return base
+    target = tumour_nucleus_params(0.5)
+    out = {name: base[name] + k * (target[name] - base[name]) for name in base}
+    out["area"] = base["area"] + k * (target["area"] - 50.0)
+    return out
 
 
 def tumour_nucleus_params(grade: float) -> dict[str, float]:

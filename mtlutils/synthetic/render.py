@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 
 from mtlutils.synthetic.centers import CenterStyle
 from mtlutils.synthetic.fields import _hex_points, _lookup, _ramp, _smooth_field, _streaks, _texture
+from mtlutils.synthetic.mimics import MIMIC_BACKGROUND, MIMIC_KINDS, _draw_mimics
 from mtlutils.synthetic.model import (
     E_NUCLEUS,
     LYMPH_BASE_PER_MM2,
@@ -27,6 +28,7 @@ from mtlutils.synthetic.model import (
     tumour_nucleus_params,
 )
 from mtlutils.synthetic.nuclei import _Nuclei, _splat_nuclei
+from mtlutils.synthetic.settings import DEFAULT_SETTINGS, GeneratorSettings
 from mtlutils.synthetic.tissue import _draw_glands, _TumourRegion
 
 
@@ -41,8 +43,14 @@ def _render(
     region_map: np.ndarray,
     tme_score: float,
     rngs: dict[str, np.random.Generator],
+    settings: GeneratorSettings | None = None,
+    focus_blur_um: float = 0.0,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Paint tissue compartments and nuclei, then mix the stains into RGB. Returns (rgb, nuclei table)."""
+    """Paint tissue compartments and nuclei, then mix the stains into RGB. Returns (rgb, nuclei table).
+
+    ``settings``: difficulty options (default the original cohort); ``focus_blur_um``: extra blur σ.
+    """
+    settings = DEFAULT_SETTINGS if settings is None else settings
     h, w = shape
     um = 1.0 / mpp  # px per µm
     layout = rngs["layout"]
@@ -73,8 +81,13 @@ def _render(
     e_stroma = level * (1.0 - 0.93 * cleft)
 
     # --- normal glands outside tumour
-    glands, lumen = _draw_glands(rngs["glands"], rngs["gland_nuclei"], shape, mpp, tissue & ~tumour, nuclei)
+    glands, lumen = _draw_glands(
+        rngs["glands"], rngs["gland_nuclei"], shape, mpp, tissue & ~tumour, nuclei, settings
+    )
     epithelium = glands > 0
+    mimic = _draw_mimics(
+        rngs["mimics"], shape, mpp, tissue & ~tumour & ~epithelium & ~lumen, settings.mimics_per_mm2, nuclei
+    )
 
     # --- tumour nests, per region and grade (fields computed in the region's bounding box only)
     tumour_epi = np.zeros(shape, bool)
@@ -90,7 +103,7 @@ def _render(
         box = (slice(y0, y1), slice(x0, x1))
         sub = (y1 - y0, x1 - x0)
         nest = _smooth_field(trng, sub, (25.0 + 30.0 * g) * um)
-        threshold = float(special.ndtri(1.0 - (0.55 + 0.3 * g)))
+        threshold = float(special.ndtri(1.0 - min(settings.tumour_epithelium + 0.3 * g, 0.95)))
         epi_k = (region_map[box] == k) & (nest > threshold)
         lum_frac = 0.15 * (1.0 - g)
         if lum_frac > 0.01:
@@ -105,6 +118,8 @@ def _render(
         nuclei.add(nrng, "tumour", ty[sel] + y0, tx[sel] + x0, params)
     epithelium |= tumour_epi
     stroma = tissue & ~epithelium & ~lumen
+    for kind in MIMIC_KINDS:
+        stroma &= ~mimic[kind]
 
     # --- stromal nuclei, long axis along the collagen
     srng = rngs["stroma_nuclei"]
@@ -153,11 +168,20 @@ def _render(
     compartment[epithelium & ~tumour_epi] = 3
     compartment[tumour_epi] = 4
     compartment[lumen & tissue] = 5
+    for k, kind in enumerate(MIMIC_KINDS, start=6):  # follicle, histiocytes, crush
+        compartment[mimic[kind]] = k
     grain2 = _texture(rngs["texture"], shape, 2.0 * um)
-    e_base = np.array([0.0, 0.0, 0.10, 0.42, 0.30, 0.06], np.float32)
-    e_grain = np.array([0.0, 0.0, 0.0, 0.04, 0.05, 0.05], np.float32)
-    e_collagen = np.array([0.0, 1.0, 0.75, 0.0, 0.0, 0.0], np.float32)
-    h_base = np.array([0.0, 0.04, 0.06, 0.12, 0.20, 0.01], np.float32)
+    tumour_cyto = (0.42, 0.12) if settings.shared_cytoplasm else (0.30, 0.20)
+    e_base = np.array(
+        [0.0, 0.0, 0.10, 0.42, tumour_cyto[0], 0.06, *(MIMIC_BACKGROUND[k][0] for k in MIMIC_KINDS)],
+        np.float32,
+    )
+    e_grain = np.array([0.0, 0.0, 0.0, 0.04, 0.05, 0.05, 0.05, 0.05, 0.08], np.float32)
+    e_collagen = np.array([0.0, 1.0, 0.75, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+    h_base = np.array(
+        [0.0, 0.04, 0.06, 0.12, tumour_cyto[1], 0.01, *(MIMIC_BACKGROUND[k][1] for k in MIMIC_KINDS)],
+        np.float32,
+    )
     e_map = e_base[compartment] + e_grain[compartment] * grain2 + e_collagen[compartment] * e_stroma
     np.maximum(e_map, 0.0, out=e_map)
     h_map = h_base[compartment]
@@ -171,7 +195,9 @@ def _render(
     h_map = h_map * (1 - cover) + h_nuc
     e_map = e_map * (1 - cover) + np.float32(E_NUCLEUS) * cover
 
-    rgb = _mix_stains(h_map, e_map, style, stain_od, strength, mpp, rngs["noise"])
+    rgb = _mix_stains(h_map, e_map, style, stain_od, strength, mpp, rngs["noise"], focus_blur_um)
+    if style.jpeg_quality:
+        rgb = _jpeg(rgb, style.jpeg_quality)
     table = pd.DataFrame(
         {
             "x_px": np.round(arrays["x"], 2),
@@ -209,10 +235,12 @@ def _mix_stains(
     strength: float,
     mpp: float,
     rng: np.random.Generator,
+    focus_blur_um: float = 0.0,
 ) -> np.ndarray:
-    """Beer–Lambert I = I0 · exp(-strength · (H h + E e)), then optical blur and sensor noise (uint8)."""
+    """Beer–Lambert I = I0 · exp(-strength · (H h + E e)), then optical blur (the center's σ and a
+    slide's defocus ``focus_blur_um`` added in quadrature) and sensor noise (uint8)."""
     out = np.empty((*h_map.shape, 3), np.uint8)
-    sigma = style.blur_sigma_um / mpp
+    sigma = math.hypot(style.blur_sigma_um, focus_blur_um) / mpp
     log_i0 = np.float32(math.log(style.intensity))
     for c in range(3):
         light = h_map * np.float32(-strength * stain_od[0, c])
@@ -231,3 +259,14 @@ def _mix_stains(
         np.clip(light, 0, 255, out=light)
         out[..., c] = light
     return out
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``rgb`` after a JPEG round trip at ``quality`` (1..100; the scanner's compression)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

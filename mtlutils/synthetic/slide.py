@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from mtlutils.data.units import check_mpp
+from mtlutils.synthetic.annotate import _coarse_outlines, _small_foci
 from mtlutils.synthetic.centers import CenterStyle, _jitter_stain, get_center
 from mtlutils.synthetic.fields import _streams
 from mtlutils.synthetic.model import tumour_area_fraction
 from mtlutils.synthetic.render import _render
+from mtlutils.synthetic.settings import DEFAULT_SETTINGS, GeneratorSettings
 from mtlutils.synthetic.tissue import _place_tumours, _region_map, _tissue_mask, _TumourRegion
 
 MIN_SLIDE_PX = 512  # room for tissue, tumour regions and >= 2 pyramid levels of 256-px tiles
@@ -30,7 +32,8 @@ class SyntheticSlide:
     ``rgb``: (H, W, 3) uint8 level 0. ``polygons``: tumour outlines, each (K, 2) x, y in level-0 px.
     ``nuclei``: columns x_px, y_px, area_um2, type, intensity. ``grades``: one per tumour region.
     ``tumour_fraction``: fraction of the tissue inside tumour polygons. ``stain_od`` and
-    ``stain_strength``: this slide's own (jittered) stain.
+    ``stain_strength``: this slide's own (jittered) stain. ``polygons`` are the exact regions
+    (unannotated foci included); ``annotation_polygons`` what the annotation XML gets.
     """
 
     slide_id: str
@@ -47,6 +50,7 @@ class SyntheticSlide:
     tissue_fraction: float
     stain_od: np.ndarray
     stain_strength: float
+    annotation_polygons: list[np.ndarray] | None = None  # the XML's (coarse) outlines; None: ``polygons``
 
 
 @contextlib.contextmanager
@@ -79,21 +83,30 @@ def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
 
 
 def _slide_hidden(
-    style: CenterStyle, index: int, seed: int
+    style: CenterStyle, index: int, seed: int, settings: GeneratorSettings | None = None
 ) -> tuple[dict[str, np.random.Generator], dict[str, Any]]:
-    """The slide's generators and its hidden variables: stain jitter, tumour grades and target area."""
+    """The slide's generators and its hidden variables: stain jitter, tumour grades and target area,
+    extra focus blur (µm) and the number of unannotated tumour foci."""
+    settings = DEFAULT_SETTINGS if settings is None else settings
     rngs = _streams(seed, style.name, index, kind=1)
     hidden = rngs["hidden"]
     stain_od, strength = _jitter_stain(hidden, style)
     n_regions = int(hidden.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    grades = hidden.uniform(0.0, 1.0, 3)[:n_regions]
+    lo, hi = settings.grade_range
+    grades = lo + (hi - lo) * hidden.uniform(0.0, 1.0, 3)[:n_regions]
     jitter = hidden.uniform(-0.08, 0.08)
     fraction = float(np.clip(tumour_area_fraction(style.tumour_prevalence) + jitter, 0.08, 0.7))
+    extra = _streams(seed, style.name, index, kind=3)["extra"]  # kept apart from the slide's own streams
+    focus = float(extra.uniform(0.0, settings.focus_blur_um)) if settings.focus_blur_um > 0 else 0.0
+    n_foci = int(extra.poisson(settings.unannotated_foci)) if settings.unannotated_foci > 0 else 0
     return rngs, {
         "stain_od": stain_od,
         "stain_strength": strength,
         "grades": [float(g) for g in grades],
         "target_tumour_fraction": fraction,
+        "focus_blur_um": focus,
+        "unannotated_foci": n_foci,
+        "foci_grades": [float(g) for g in lo + (hi - lo) * extra.uniform(0.0, 1.0, n_foci)],
     }
 
 
@@ -106,12 +119,15 @@ def generate_slide(
     size_px: int,
     mpp: float,
     seed: int,
+    settings: GeneratorSettings | None = None,
 ) -> SyntheticSlide:
-    """Render slide ``index`` of ``center`` (deterministic in seed, center name and index).
+    """Render slide ``index`` of ``center`` (deterministic in seed, center name, index and settings).
 
     ``tme_score`` in [0, 1] sets the lymphocyte density; ``biomarker`` is only stored (it acts through
     the TME score). ``size_px``: side of the square level-0 image (>= 512); ``mpp``: µm per pixel.
+    ``settings``: the difficulty options (:class:`GeneratorSettings`, default the original cohort).
     """
+    settings = DEFAULT_SETTINGS if settings is None else settings
     center = get_center(center)
     index = _check_int("index", index, 0, "slides are numbered from 0")
     size_px = _check_int(
@@ -120,13 +136,16 @@ def generate_slide(
     mpp = check_mpp(mpp, *MPP_RANGE, fix=MPP_FIX)
     tme_score = _check_unit("tme_score", tme_score)
     shape = (size_px, size_px)
-    rngs, hidden = _slide_hidden(center, index, int(seed))
+    rngs, hidden = _slide_hidden(center, index, int(seed), settings)
     with _one_blas_thread():
         tissue = _tissue_mask(rngs["layout"], shape)
     regions: list[_TumourRegion] = []
     region_map = np.zeros(shape, np.uint8)
+    annotated: list[np.ndarray] = []
     if has_tumour:
         regions = _place_tumours(rngs["tumour"], tissue, hidden["target_tumour_fraction"], hidden["grades"])
+        annotated = _coarse_outlines(rngs["extra"], [r.polygon for r in regions], settings, mpp, shape)
+        regions += _small_foci(rngs["extra"], tissue, regions, hidden["foci_grades"], mpp)
         region_map = _region_map(regions, shape)
         tissue = tissue | (region_map > 0)
     with _one_blas_thread():
@@ -141,6 +160,8 @@ def generate_slide(
             region_map,
             tme_score,
             rngs,
+            settings,
+            hidden["focus_blur_um"],
         )
     n_tissue = int(tissue.sum())
     return SyntheticSlide(
@@ -158,6 +179,7 @@ def generate_slide(
         tissue_fraction=n_tissue / float(size_px * size_px),
         stain_od=hidden["stain_od"],
         stain_strength=hidden["stain_strength"],
+        annotation_polygons=annotated,
     )
 
 
@@ -169,6 +191,7 @@ def render_patch(
     seed: int = 0,
     tme_score: float = 0.3,
     grade: float | None = None,
+    settings: GeneratorSettings | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """One (size_px, size_px, 3) uint8 patch fully covered by tissue, and its nuclei table.
 
@@ -199,4 +222,6 @@ def render_patch(
         regions = [_TumourRegion(box, drawn_grade if g is None else g)]
         region_map[:] = 1
     with _one_blas_thread():
-        return _render(shape, mpp, style, stain_od, strength, tissue, regions, region_map, tme_score, rngs)
+        return _render(
+            shape, mpp, style, stain_od, strength, tissue, regions, region_map, tme_score, rngs, settings
+        )

@@ -15,11 +15,11 @@ from mtlutils.synthetic.model import (
     ACINUS_SPACING_UM,
     GLAND_NUCLEUS_SPACING_UM,
     GLAND_SPACING_UM,
-    LOBULE_PROBABILITY,
     LOBULE_SPACING_UM,
     normal_nucleus_params,
 )
 from mtlutils.synthetic.nuclei import _Nuclei
+from mtlutils.synthetic.settings import DEFAULT_SETTINGS, GeneratorSettings
 
 
 @dataclass
@@ -106,6 +106,7 @@ def _draw_glands(
     mpp: float,
     allowed: np.ndarray,
     nuclei: _Nuclei,
+    settings: GeneratorSettings | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normal glands where ``allowed``: scattered ducts and lobules (clusters of small acini).
 
@@ -119,7 +120,8 @@ def _draw_glands(
     duct_field = _smooth_field(rng, shape, 300.0 * um)
     ly, lx = _hex_points(rng, shape, _hex_density(LOBULE_SPACING_UM * um), jitter=0.3)
     lobule_r = rng.uniform(80.0, 160.0, ly.size) * um
-    lobule_on = rng.uniform(size=ly.size) < LOBULE_PROBABILITY
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    lobule_on = rng.uniform(size=ly.size) < settings.lobule_probability
     lobule_activity = rng.uniform(0.0, 1.0, ly.size)
     ay, ax = _hex_points(rng, shape, _hex_density(ACINUS_SPACING_UM * um), jitter=0.22)
     # which candidates are kept
@@ -196,6 +198,7 @@ def _draw_glands(
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         ny, nx, theta = ny[inside], nx[inside], theta[inside]
         own = (_lookup(labels, ny, nx) == gid) & ~_lookup(lumen, ny, nx)
-        params = normal_nucleus_params(float(activity[i]))
+        lo, hi = settings.activity_range
+        params = normal_nucleus_params(lo + (hi - lo) * float(activity[i]), settings.reactive_gain)
         nuclei.add(nuclei_rng, "normal", ny[own], nx[own], params, angle=theta[own])
     return labels, lumen

@@ -229,7 +229,7 @@ def patch_dir_true_nuclei(
 
 
 #: nucleus types that belong to a benign mimic (lymphoid follicle, sinus histiocytes, crush artefact)
-MIMIC_TYPES = ("germinal", "histiocyte", "crushed")
+MIMIC_TYPES = ("germinal", "mantle", "histiocyte", "crushed")
 MIMIC_MIN_NUCLEI = 3  # a patch "contains a mimic" from this many mimic nuclei on
 TRUE_LABEL_COLUMNS = ("true_tumour_fraction", "true_label", "n_mimic", "has_mimic")
 
@@ -244,11 +244,15 @@ def true_regions(cohort_dir: str | os.PathLike, slide_id: str) -> list[np.ndarra
     exact = cohort / "truth" / f"{slide_id}.xml"
     path = exact if exact.is_file() else cohort / "annotations" / f"{slide_id}.xml"
     if not path.is_file():
-        raise FileNotFoundError(f"no tumour regions {path}: is {cohort_dir} the cohort of slide {slide_id!r}?")
+        raise FileNotFoundError(
+            f"no tumour regions {path}: is {cohort_dir} the cohort of slide {slide_id!r}?"
+        )
     return read_asap_xml(path)
 
 
-def _box_fractions(polygons: Sequence[np.ndarray], corners: np.ndarray, size: float, grid: int = 32) -> np.ndarray:
+def _box_fractions(
+    polygons: Sequence[np.ndarray], corners: np.ndarray, size: float, grid: int = 32
+) -> np.ndarray:
     """Fraction (0–1) of each square box (top-left ``corners`` x, y, side ``size`` px) inside the
     polygons, sampled at ``grid`` × ``grid`` points per box."""
     from matplotlib.path import Path as MplPath
