@@ -7,7 +7,7 @@ as ``figures/<name>.png`` through :func:`save_figure` (so a batch run keeps the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -320,5 +320,46 @@ def interval_plot(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    save_figure(fig, name)
+    return fig
+
+
+def per_seed_auc(
+    runs: pd.DataFrame,
+    rows: pd.DataFrame,
+    baseline: Mapping[str, float],
+    labels: Sequence[str],
+    name: str | None = None,
+) -> matplotlib.figure.Figure:
+    """One dot per seed and a bar at the mean for each configuration of ``rows`` (variant, weighting),
+    internal and external test AUC side by side, axes clipped at 1, baseline mean and chance in the legend.
+
+    ``runs``: one row per training with ``variant``, ``weighting``, ``int_auc``, ``ext_auc``;
+    ``baseline``: ``{"int_auc": …, "ext_auc": …}``; ``labels``: one y tick label per row of ``rows``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.32 * len(rows)), sharey=True)
+    for ax, part, title in zip(axes, ("int", "ext"), ("internal test slides", "external (unseen) center")):
+        for j, row in enumerate(rows.itertuples()):
+            chosen = (runs["variant"] == row.variant) & (runs["weighting"] == row.weighting)
+            auc = runs.loc[chosen, f"{part}_auc"]
+            ax.scatter(
+                auc,
+                np.full(len(auc), j),
+                s=14,
+                color="tab:blue",
+                alpha=0.6,
+                label="one seed" if j == 0 else None,
+            )
+            ax.scatter(
+                auc.mean(), j, marker="|", s=200, color="black", label="mean over seeds" if j == 0 else None
+            )
+        ax.axvline(baseline[f"{part}_auc"], color="tab:orange", ls="--", lw=1, label="baseline (ID 1) mean")
+        ax.axvline(0.5, color="0.5", ls=":", lw=1, label="chance (0.5)")
+        ax.set_xlim(min(0.45, float(runs[f"{part}_auc"].min()) - 0.02), 1.0)
+        ax.set_xlabel(f"{title.split(' ')[0]} test AUC (unitless, clipped at 1)")
+        ax.set_title(title)
+    axes[0].set_yticks(range(len(labels)), list(labels), fontsize=7)
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7, loc="lower left")
     save_figure(fig, name)
     return fig

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mtlutils import models
-from mtlutils.experiments import guided
+from mtlutils.experiments import center_probes, guided
 
 
 def test_plan_covers_table2_with_one_baseline_per_seed():
@@ -105,22 +105,62 @@ def test_best_guided_needs_a_guided_configuration():
         guided.best_guided(summary)
 
 
-def test_center_probe_finds_a_center_written_into_the_features():
+def _probe_data(n: int = 240, seed: int = 0):
+    """12 slides (4 per center), labels confounded with the center, a random CNN whose colour cast per
+    center reaches the features."""
+    rng = np.random.default_rng(seed)
+    slides = np.repeat(np.arange(12), n // 12)
+    centers = np.array(["A", "B", "C"])[slides % 3]
+    labels = (rng.random(n) < np.array([0.2, 0.5, 0.8])[slides % 3]).astype(float)
+    images = rng.integers(60, 200, size=(n, 3, 32, 32)).astype(np.uint8)
+    images[centers == "B", 0] = 250
+    images[centers == "C", 2] = 250
+    return torch.as_tensor(images), centers, slides, labels
+
+
+def test_center_probes_of_a_model_with_floors_and_controls():
     torch.manual_seed(0)
     net = models.GuidedNet(models.parse_tasks({"tumour": "binary"}), models.ModelConfig())
-    n = 120
-    centers = np.repeat(["A", "B", "C"], n // 3)
-    slides = np.repeat(np.arange(12), n // 12)
-    rng = np.random.default_rng(0)
-    images = rng.integers(60, 200, size=(n, 3, 32, 32)).astype(np.uint8)
-    images[centers == "B", 0] = 250  # a colour cast per center that the random CNN passes on
-    images[centers == "C", 2] = 250
-    plan = pd.DataFrame([{"name": "m", "variant": "id1", "weighting": "vanilla", "seed": 0}])
-    probes = guided.center_probes(
-        plan, {"m": SimpleNamespace(model=net)}, torch.as_tensor(images), centers, slides, np.arange(n)
+    images, centers, slides, labels = _probe_data()
+    result = SimpleNamespace(model=net)
+    table = center_probes.probe_models(
+        {"m": ["m"]}, {"m": result}, images, centers, slides, labels, n_boot=100
     )
-    assert probes.loc[0, "center_acc"] > 0.9
-    assert probes.loc[0, "center_chance"] == pytest.approx(1 / 3)
+    row = table.loc["m"]
+    assert (
+        row["width"] == 128
+        and row["linear"] > 0.9
+        and row["linear_low"] <= row["linear"] <= row["linear_high"]
+    )
+    assert row["within_0"] > 0.8 and row["within_1"] > 0.8
+    assert row["shuffled"] < 0.6  # centers shuffled by slide: near chance 1/3, not the true 0.9+
+    floors = center_probes.floors(images, centers, slides, labels, n_boot=100)
+    assert floors["chance"]["acc"] == pytest.approx(1 / 3)
+    assert 0.4 < floors["label_only"]["acc"] < 0.8  # the label alone beats chance: the confounder
+    assert floors["colour"]["acc"] > 0.9
+
+
+def test_adversary_plan_changes_only_its_rows_configs():
+    plan = pd.concat(
+        [guided.grid_plan(ids=[1], seeds=[0]), center_probes.adversary_plan([0])], ignore_index=True
+    )
+    jobs = {j.name: j for j in guided.plan_jobs(plan, guided.TrainConfig(epochs=2))}
+    assert jobs["id1-vanilla-s0"].model_config.adversary == models.AdversaryConfig()
+    mlp = jobs["id5-mlp3_k3-vanilla-s0"]
+    assert (
+        mlp.model_config.adversary.n_heads == 3 and mlp.config.adversary_steps == 3 and mlp.config.epochs == 2
+    )
+    assert jobs["id5-confusion-vanilla-s0"].model_config.adversary.objective == "confusion"
+    assert center_probes.probe_rows(np.array(["train", "val", "test", "external"])).tolist() == [1, 2]
+
+
+def test_within_center_auc_and_oracle_threshold():
+    y = np.array([0, 1, 0, 1, 0, 0, 1, 1.0])
+    score = np.array([0.1, 0.2, 0.15, 0.3, 0.7, 0.8, 0.9, 0.95])  # ranked within each center, shifted between
+    c = np.array(["A"] * 4 + ["B"] * 4)
+    assert guided.within_center_auc(y, score, c) == pytest.approx(1.0)
+    thr, f1 = guided.best_threshold_f1(y[:4], score[:4])
+    assert f1 == pytest.approx(1.0) and 0.15 < thr <= 0.2 + 1e-9
 
 
 def test_run_plan_trains_predicts_and_evaluates_every_row():
@@ -138,3 +178,20 @@ def test_run_plan_trains_predicts_and_evaluates_every_row():
     assert all(s.shape == (n,) for s in out.scores.values())
     assert out.runs["int_auc"].between(0, 1).all() and (out.runs["epochs_run"] >= 1).all()
     assert set(out.results["id6-uncertainty-s0"].model.tasks) == {"tumour", "center", "count"}
+
+
+def test_uncertainty_settling_compares_final_s_with_the_stationary_value():
+    # two runs, last epochs: tumour (classification) s* = log(2 L), count (regression) s* = log(L)
+    history = pd.DataFrame({
+        "run": ["a", "a", "b", "b"],
+        "log_var.tumour": [0.0, np.log(2 * 0.3), 0.0, np.log(2 * 0.3) + 0.2],
+        "loss.tumour": [0.5, 0.3, 0.5, 0.3],
+        "weight.tumour": [1.0, 1 / 0.6, 1.0, 1.0],
+        "log_var.count": [0.0, np.log(0.8), 0.0, np.log(0.8)],
+        "loss.count": [1.0, 0.8, 1.0, 0.8],
+        "weight.count": [0.5, 0.625, 0.5, 0.625],
+    })
+    table = guided.uncertainty_settling(history, {"tumour": "binary", "count": "regression"})
+    assert table.loc["tumour", "s_star"] == pytest.approx(np.log(0.6))
+    assert table.loc["tumour", "gap"] == pytest.approx(0.1)  # mean of 0 and 0.2
+    assert table.loc["count", "s_star"] == pytest.approx(np.log(0.8)) and table.loc["count", "gap"] == pytest.approx(0)

@@ -170,3 +170,17 @@ def test_metrics_by_group():
     assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
     plain = metrics.metrics_by_group(y, score, split, names=("f1",))
     assert list(plain.columns) == ["n", "n_positive", "f1"]
+
+
+def test_balanced_accuracy_and_slide_bootstrap_ci():
+    from mtlutils.evaluation import center_probe as cp
+
+    codes = np.array([0] * 8 + [1] * 2)
+    always_zero = np.zeros(10, dtype=int)
+    assert cp.balanced_accuracy(codes, always_zero)[0] == pytest.approx(0.5)  # plain accuracy would say 0.8
+    assert cp.balanced_accuracy(codes, codes)[0] == pytest.approx(1.0)
+    slides = np.repeat(np.arange(5), 2)
+    noisy = np.where(np.arange(10) % 3 == 0, 1 - codes, codes)
+    s = cp.score_predictions(codes, noisy, slides, n_boot=300, seed=1)
+    assert s["low"] <= s["acc"] <= s["high"] and s["high"] - s["low"] > 0
+    assert s == cp.score_predictions(codes, noisy, slides, n_boot=300, seed=1)  # seeded

@@ -57,7 +57,7 @@ def test_adversarial_head_gets_plain_gradient_shared_layers_get_reversed():
         model.set_reversal_strength(strength)
         loss = torch.nn.functional.cross_entropy(model(x)["center"], target)
         loss.backward()
-        head = model.heads["center"][1].weight.grad.clone()
+        head = model.heads["center"].classifiers[0].weight.grad.clone()
         shared = torch.cat([p.grad.flatten() for p in model.shared_parameters()])
         return head, shared
 

@@ -104,5 +104,17 @@ def test_guided_cnn_records_table2(quick_run):
     baseline = next(row for row in table if row["id"] == 1)
     assert baseline["int_auc"] > 0.55 and baseline["ext_auc"] > 0.6, baseline
     assert 0 < figures["03.best_ext_p"] <= 1
-    # the probe's chance level is the majority share of the three training centers: at least 1/3
-    assert 1 / 3 - 1e-9 <= figures["03.center_chance"] < 1
+    # center probes: one entry per model, balanced accuracy inside its slide-bootstrap CI, floors reported
+    probe = figures["03.center_probe"]
+    assert {"baseline (ID 1)", "reversal (vanilla)", "confusion", "mlp3_k3", "conditional"} <= set(probe)
+    for entry in probe.values():
+        low, high = entry["ci"]
+        assert low <= entry["acc"] <= high and 0 <= low and high <= 1
+        assert 0 < entry["floor_label_only"] <= 1
+    floors = figures["03.center_floors"]
+    assert (
+        floors["chance"] == pytest.approx(1 / 3)
+        and floors["label_only"] == probe["confusion"]["floor_label_only"]
+    )
+    heads = figures["03.center_head_acc"]
+    assert "baseline (ID 1)" not in heads and all(0 <= v <= 1 for v in heads.values())

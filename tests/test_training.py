@@ -318,3 +318,18 @@ def test_fit_many_workers_reproduce_the_in_process_runs(cohort):
     assert list(pooled) == ["base", "random"]
     for name in local:
         pd.testing.assert_frame_equal(comparable(local[name].history), comparable(pooled[name].history))
+
+
+@pytest.mark.parametrize(("weighting", "gradient"), [("autol", "none"), ("dwa", "pcgrad"), ("uncert", "cagrad")])
+def test_paper_b_balancers_train_the_guided_cnn_through_fit(cohort, weighting, gradient):
+    # the loop hands Auto-Lambda its optimizer and a second batch; every balancer of notebook 04 must
+    # also drive notebook 03's CNN through the same call sequence
+    images, targets, split = cohort
+    config = quick(epochs=2, weighting=weighting, gradient=gradient)
+    result = fit(images, targets, TASKS, split, model_config=FAST, config=config)
+    history = result.history
+    assert np.isfinite(history["train_total"]).all()
+    weights = history[[c for c in history if c.startswith("weight.") and c != "weight.center"]]
+    assert not weights.empty and np.isfinite(weights.to_numpy()).all()
+    if weighting == "autol":  # lambda of the auxiliary tasks moved away from its start value 0.1
+        assert not np.allclose(history["weight.count"].to_numpy(), 0.1, atol=1e-6), history["weight.count"]

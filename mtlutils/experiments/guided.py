@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from mtlutils.evaluation import bootstrap, metrics, probes
+from mtlutils.evaluation import bootstrap, metrics
 from mtlutils.models import ModelConfig
-from mtlutils.training import FitResult, Job, TrainConfig, embed, fit_many
+from mtlutils.training import FitResult, Job, TrainConfig, fit_many
 
 MAIN_TASK = "tumour"
 ADVERSARIAL_TASKS = ("center",)
@@ -39,6 +39,7 @@ MODEL_IDS: dict[int, tuple[str, ...]] = {
     8: ("area", "count", "contrast", "center"),
 }
 WEIGHTINGS = ("vanilla", "uncertainty")
+COLLAPSED_AUC = 0.6  # a training whose internal AUC is below this is flagged as a collapsed seed
 INTERNAL, EXTERNAL = "test", "external"
 
 
@@ -119,29 +120,65 @@ def grid_plan(
     return pd.DataFrame(rows)
 
 
+def _changes(row: Mapping, column: str) -> dict:
+    """The dict of config changes in ``row[column]`` (empty when absent or NaN after a concat)."""
+    value = row.get(column)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
 def plan_jobs(plan: pd.DataFrame, config: TrainConfig, model_config: ModelConfig | None = None) -> list[Job]:
-    """:class:`~mtlutils.training.Job` s for :func:`~mtlutils.training.fit_many`, one per plan row."""
+    """:class:`~mtlutils.training.Job` s for :func:`~mtlutils.training.fit_many`, one per plan row; a plan's
+    optional ``model_changes`` / ``train_changes`` columns (dicts) change the configs for that row."""
     model_config = model_config or ModelConfig()
-    return [
-        Job(
-            name=row.name,
-            tasks=task_kinds(row.tasks),
-            config=replace(
-                config,
-                weighting=row.weighting,
-                seed=int(row.seed),
-                progress_desc=row.name,
-                main_task=MAIN_TASK,
-            ),
-            model_config=model_config,
+    jobs = []
+    for row in plan.to_dict("records"):
+        train = _changes(row, "train_changes")
+        train.update(
+            weighting=row["weighting"], seed=int(row["seed"]), progress_desc=row["name"], main_task=MAIN_TASK
         )
-        for row in plan.itertuples(index=False)
-    ]
+        jobs.append(
+            Job(
+                name=row["name"],
+                tasks=task_kinds(row["tasks"]),
+                config=replace(config, **train),
+                model_config=replace(model_config, **_changes(row, "model_changes")),
+            )
+        )
+    return jobs
 
 
 def predictions(results: Mapping[str, FitResult], images) -> dict[str, np.ndarray]:
     """Tumour probability of every image, per training."""
     return {name: r.predict(images)[MAIN_TASK] for name, r in results.items()}
+
+
+def _part_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """AUC and F1 at threshold 0.5 (NaN without both classes)."""
+    if y.size == 0 or np.unique(y).size < 2:
+        return {"auc": np.nan, "f1": metrics.f1(y, score) if y.size else np.nan}
+    return {"auc": metrics.auc(y, score), "f1": metrics.f1(y, score)}
+
+
+def within_center_auc(y: np.ndarray, score: np.ndarray, centers: np.ndarray) -> float:
+    """Mean over centers (with both classes) of the AUC within the center: free of the prevalence
+    differences between centers that a pooled AUC rewards."""
+    values = [
+        metrics.auc(y[centers == c], score[centers == c])
+        for c in np.unique(centers)
+        if np.unique(y[centers == c]).size == 2
+    ]
+    return float(np.mean(values)) if values else np.nan
+
+
+def best_threshold_f1(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) at the threshold that maximises F1 on these very rows: an oracle, to tell a
+    shifted threshold from lost ranking."""
+    if y.size == 0 or np.unique(y).size < 2:
+        return np.nan, np.nan
+    grid = np.unique(np.quantile(score, np.linspace(0.01, 0.99, 99)))
+    f1s = [metrics.f1(y, score, threshold=t) for t in grid]
+    i = int(np.argmax(f1s))
+    return float(grid[i]), float(f1s[i])
 
 
 def evaluate_runs(
@@ -150,9 +187,12 @@ def evaluate_runs(
     labels: np.ndarray,
     split: np.ndarray,
     results: Mapping[str, FitResult] | None = None,
+    centers: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per training: the plan's columns plus AUC and F1 (threshold 0.5) on the validation,
-    internal test and external patches, and the best epoch when ``results`` are given."""
+    internal test and external patches, the external F1 at its oracle threshold (``ext_f1_best`` at
+    ``ext_threshold``), with ``centers`` the within-center internal AUC (``int_auc_within``), and the
+    best epoch when ``results`` are given. ``labels``: the labels to evaluate against (true ones when known)."""
     labels = np.asarray(labels, dtype=float)
     split = np.asarray(split).astype(str)
     rows = []
@@ -160,9 +200,15 @@ def evaluate_runs(
         score = scores[row["name"]]
         for key, part in (("val", "val"), ("int", INTERNAL), ("ext", EXTERNAL)):
             keep = (split == part) & np.isfinite(labels)
-            ok = keep.any() and np.unique(labels[keep]).size == 2
-            row[f"{key}_auc"] = metrics.auc(labels[keep], score[keep]) if ok else np.nan
-            row[f"{key}_f1"] = metrics.f1(labels[keep], score[keep]) if keep.any() else np.nan
+            m = _part_metrics(labels[keep], score[keep])
+            row[f"{key}_auc"], row[f"{key}_f1"] = m["auc"], m["f1"]
+        ext = (split == EXTERNAL) & np.isfinite(labels)
+        row["ext_threshold"], row["ext_f1_best"] = best_threshold_f1(labels[ext], score[ext])
+        if centers is not None:
+            inside = (split == INTERNAL) & np.isfinite(labels)
+            row["int_auc_within"] = within_center_auc(
+                labels[inside], score[inside], np.asarray(centers)[inside]
+            )
         if results is not None:
             row["best_epoch"] = results[row["name"]].best_epoch
             row["epochs_run"] = len(results[row["name"]].history)
@@ -187,11 +233,15 @@ def run_plan(
     config: TrainConfig,
     model_config: ModelConfig | None = None,
     workers: int | None = None,
+    eval_labels: np.ndarray | None = None,
+    centers: np.ndarray | None = None,
 ) -> PlanResult:
-    """Train every row of ``plan`` (:func:`~mtlutils.training.fit_many`), predict every image, evaluate."""
+    """Train every row of ``plan`` (:func:`~mtlutils.training.fit_many`) on ``targets`` (the annotation
+    labels), predict every image, evaluate against ``eval_labels`` (true labels; None: the targets')."""
     results = fit_many(images, targets, split, plan_jobs(plan, config, model_config), workers=workers)
     scores = predictions(results, images)
-    runs = evaluate_runs(plan, scores, targets[MAIN_TASK], split, results)
+    labels = targets[MAIN_TASK] if eval_labels is None else eval_labels
+    runs = evaluate_runs(plan, scores, labels, split, results, centers)
     return PlanResult(results, scores, runs)
 
 
@@ -208,8 +258,17 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         ext_auc=("ext_auc", "mean"),
         ext_auc_sd=("ext_auc", "std"),
         ext_f1=("ext_f1", "mean"),
-    ).reset_index()
-    return table.rename(columns={"description": "tasks"})
+    )
+    optional = {c: (c, "mean") for c in ("int_auc_within", "ext_f1_best", "ext_threshold") if c in runs}
+    if optional:
+        table = table.join(grouped.agg(**optional))
+    table["collapsed"] = grouped["int_auc"].agg(lambda a: int((a < COLLAPSED_AUC).sum()))
+    return table.reset_index().rename(columns={"description": "tasks"})
+
+
+def collapsed(runs: pd.DataFrame, threshold: float = COLLAPSED_AUC) -> pd.DataFrame:
+    """Trainings whose internal AUC is below ``threshold``: collapsed seeds to show, not to average away."""
+    return runs[runs["int_auc"] < threshold]
 
 
 def best_guided(summary: pd.DataFrame, by: str = "val_auc") -> pd.Series:
@@ -236,8 +295,10 @@ def compare_configurations(
     seed: int = 0,
 ) -> dict:
     """AUC of configuration ``candidate`` = (variant, weighting) minus the baseline's on ``part``:
-    a paired bootstrap over the same resamples with the AUC averaged over seeds (``p_value``), and a
-    Wilcoxon signed-rank test pairing the seeds (``wilcoxon_p``, NaN with fewer than 2 common seeds)."""
+    a paired bootstrap over the same resamples with the AUC averaged over seeds (``p_value``: is the
+    difference larger than the test-set (slide) sampling noise? it ignores seed variation), and a
+    Wilcoxon signed-rank test pairing the seeds (``wilcoxon_p``: does the method win across trainings?
+    NaN with fewer than 2 common seeds; never below ``wilcoxon_floor`` = 2 / 2^n)."""
     split = np.asarray(split).astype(str)
     labels = np.asarray(labels, dtype=float)
     keep = (split == part) & np.isfinite(labels)
@@ -262,6 +323,8 @@ def compare_configurations(
     col = {"external": "ext_auc", "test": "int_auc", "val": "val_auc"}.get(part)
     out["wilcoxon_p"] = np.nan
     out["wilcoxon_test"] = "not run (fewer than 2 seeds in common)"
+    out["wilcoxon_floor"] = 2.0 / 2 ** len(common) if common else np.nan  # smallest two-sided p possible
+    out["n_seeds_paired"] = len(common)
     if col is not None and len(common) >= 2:
         w = bootstrap.wilcoxon_paired(
             a.set_index("seed").loc[common, col].to_numpy(), b.set_index("seed").loc[common, col].to_numpy()
@@ -271,46 +334,32 @@ def compare_configurations(
     return out
 
 
-def center_probes(
-    plan: pd.DataFrame,
-    results: Mapping[str, FitResult],
-    images,
-    centers: np.ndarray,
-    groups: np.ndarray,
-    rows: np.ndarray,
-    layer: str = "shared",
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Held-out accuracy of a linear probe predicting the center from each training's ``layer``
-    activations (the 256-d layer by default) on ``rows`` (e.g. internal patches), cross-validated by
-    ``groups`` (slides: a probe never sees a test slide), with the majority-class chance level, and
-    ``head_acc``: the validation accuracy of the model's *own* center head at its restored epoch (NaN
-    without one). A fresh probe can find what the adversary's head no longer can."""
-    rows = np.asarray(rows)
-    out = []
-    for row in plan.to_dict("records"):
-        features = embed(results[row["name"]].model, images[rows], layers=(layer,))[layer]
-        probe = probes.probe_accuracy(
-            features, np.asarray(centers)[rows], groups=np.asarray(groups)[rows], seed=seed
-        )
-        history = results[row["name"]].history if hasattr(results[row["name"]], "history") else None
-        head = np.nan
-        if history is not None and "val_acc.center" in history.columns:
-            head = float(history["val_acc.center"].iloc[results[row["name"]].best_epoch])
-        out.append(
-            {
-                **row,
-                "center_acc": probe["accuracy_heldout"],
-                "center_chance": probe["chance"],
-                "head_acc": head,
-            }
-        )
-    return pd.DataFrame(out)
-
-
 def histories(results: Mapping[str, FitResult], names: Iterable[str]) -> pd.DataFrame:
     """Per-epoch logs of the named trainings, stacked with a ``run`` column (for curve plots)."""
     frames = [results[n].history.assign(run=n) for n in names]
     if not frames:
         raise ValueError("no trainings named; pick names from the plan")
     return pd.concat(frames, ignore_index=True)
+
+
+def uncertainty_settling(history: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
+    """Final learned s_i of uncertainty-weighted runs against their stationary values s*_i.
+
+    ``history``: :func:`histories` of the runs (columns ``run``, ``log_var.<task>``, ``loss.<task>``,
+    ``weight.<task>``); ``kinds``: task -> kind for the tasks to report. s* = log(2 L) for classification
+    and log(L) for regression (``balancers.UncertaintyWeighting.stationary_log_var``), L the last epoch's
+    mean training loss. Rows: tasks; columns ``s_final``, ``s_star``, ``weight``, ``gap`` = |s - s*|,
+    each averaged over runs.
+    """
+    last = history.groupby("run").tail(1)
+    rows = {}
+    for task, kind in kinds.items():
+        scale = 0.5 if kind == "regression" else 1.0
+        rows[task] = {
+            "s_final": float(last[f"log_var.{task}"].mean()),
+            "s_star": float(np.log(2 * scale * last[f"loss.{task}"]).mean()),
+            "weight": float(last[f"weight.{task}"].mean()),
+        }
+    table = pd.DataFrame(rows).T
+    table["gap"] = (table["s_final"] - table["s_star"]).abs()
+    return table

@@ -24,6 +24,13 @@ Backbones
 
 from __future__ import annotations
 
+from mtlutils.models.adversary import (
+    ADVERSARY_KINDS,
+    OBJECTIVES,
+    AdversaryConfig,
+    AdversaryHead,
+    confusion_loss,
+)
 from mtlutils.models.backbones import (
     HEAD_PREFIXES,
     LOCAL_BACKBONES,
@@ -44,6 +51,11 @@ from mtlutils.models.reversal import GradientReversal, ReversalSchedule, reverse
 from mtlutils.models.tasks import TASK_KINDS, TaskSpec, main_task_name, parse_tasks
 
 __all__ = [
+    "ADVERSARY_KINDS",
+    "OBJECTIVES",
+    "AdversaryConfig",
+    "AdversaryHead",
+    "confusion_loss",
     "HEAD_PREFIXES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

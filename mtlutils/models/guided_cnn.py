@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mtlutils.models.adversary import AdversaryConfig, AdversaryHead
 from mtlutils.models.backbones import create_backbone, freeze_backbone
 from mtlutils.models.reversal import GradientReversal
 from mtlutils.models.tasks import TaskSpec, parse_tasks
@@ -28,6 +29,7 @@ class ModelConfig:
     trainable_blocks: int | None = None
     input_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     input_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    adversary: AdversaryConfig = AdversaryConfig()  # head(s) and objective of adversarial tasks
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
@@ -78,8 +80,10 @@ class GuidedNet(nn.Module):
         self.embedding_dim = width
         self.heads = nn.ModuleDict()
         for name, spec in self.tasks.items():  # sorted by name -> init independent of listing order
-            linear = nn.Linear(width, spec.out_features)
-            self.heads[name] = nn.Sequential(GradientReversal(), linear) if spec.is_adversarial else linear
+            if spec.is_adversarial:
+                self.heads[name] = AdversaryHead(width, spec.out_features, cfg.adversary)
+            else:
+                self.heads[name] = nn.Linear(width, spec.out_features)
 
     # -- parameters ------------------------------------------------------------------------------
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -118,13 +122,24 @@ class GuidedNet(nn.Module):
         out["shared"] = h
         return out
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        shared = self.features(x)["shared"]
+    def adversaries(self) -> dict[str, AdversaryHead]:
+        """The adversarial heads by task name."""
+        return {n: h for n, h in self.heads.items() if isinstance(h, AdversaryHead)}
+
+    def head_outputs(
+        self, shared: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every head's output on the shared layer; adversarial heads see ``condition`` (tumour label codes)."""
         outputs = {}
         for name, spec in self.tasks.items():
-            y = self.heads[name](shared)
-            outputs[name] = y if spec.kind == "adversarial-class" else y.squeeze(1)
+            if spec.is_adversarial:
+                outputs[name] = self.heads[name](shared, condition)
+            else:
+                outputs[name] = self.heads[name](shared).squeeze(1)
         return outputs
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.head_outputs(self.features(x)["shared"], condition)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

@@ -39,6 +39,9 @@ class GradientReversal(nn.Module):
         return f"strength={self.strength:g}"
 
 
+PLATEAU = 0.95  # share of the final lambda from which the DANN ramp counts as reached
+
+
 @dataclass(frozen=True)
 class ReversalSchedule:
     """Strength lambda of the gradient reversal over training.
@@ -71,6 +74,14 @@ class ReversalSchedule:
             return self.strength * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
         return self.strength if epoch_progress >= self.switch_epoch else 0.0
 
-    def first_full_epoch(self) -> int:
-        """First epoch whose checkpoint may be restored (after the switch for two-phase)."""
-        return self.switch_epoch if self.kind == "two-phase" else 0
+    def first_full_epoch(self, n_epochs: int | None = None, plateau: float = PLATEAU) -> int:
+        """First epoch whose checkpoint may be restored: the switch of a two-phase schedule; for the DANN
+        ramp the first epoch that *starts* with lambda >= ``plateau`` x strength (epoch 6 of 15 for 0.95:
+        p >= ln((1 + plateau) / (1 - plateau)) / 10 = 0.366); 0 for a constant lambda (or DANN without
+        ``n_epochs``)."""
+        if self.kind == "two-phase":
+            return self.switch_epoch
+        if self.kind == "dann" and n_epochs is not None and self.strength > 0:
+            p = math.log((1.0 + plateau) / (1.0 - plateau)) / 10.0
+            return min(int(math.ceil(p * n_epochs - 1e-9)), max(n_epochs - 1, 0))
+        return 0

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from mtlutils.core.io import atomic_path, atomic_write_text
-from mtlutils.models import GuidedNet, ModelConfig, TaskSpec
+from mtlutils.models import AdversaryConfig, GuidedNet, ModelConfig, TaskSpec
 from mtlutils.training.config import FitResult
 
 
@@ -58,7 +58,10 @@ def load_run(folder: str | Path, device: str = "cpu") -> tuple[GuidedNet, dict]:
         raise FileNotFoundError(f"{path} not found; pass the folder given to fit(run_dir=...) or save_run()")
     payload = torch.load(path, map_location=device, weights_only=True)
     cfg = payload["model_config"]
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    if isinstance(cfg.get("adversary"), dict):
+        cfg["adversary"] = AdversaryConfig(**cfg["adversary"])
+    cfg = ModelConfig(**cfg)
     cfg = replace(cfg, pretrained=None)  # the saved state dict already holds every weight
     specs = {name: TaskSpec(**spec) for name, spec in payload["tasks"].items()}
     model = GuidedNet(specs, cfg)

@@ -31,8 +31,17 @@ class TrainConfig:
     gradient: str = "none"
     task_weights: Mapping[str, float] | None = None  # fixed lambdas of the naive weighting
     init_log_var: float = 0.0  # start of s = log sigma^2 for the uncertainty weighting
-    balancer_lr: float | None = None  # learning rate of the balancer's parameters (None: same as lr)
+    # learning rate of the balancer's own parameters; None: the weighting's ``recommended_lr`` (0.05 for
+    # uncertainty weighting: s = log sigma^2 then reaches its stationary value within ~300 steps, i.e. a
+    # default training; at the model's lr 2e-3 it moved <= 0.24 in a whole training), else ``lr``
+    balancer_lr: float | None = None
     reversal: ReversalSchedule = field(default_factory=ReversalSchedule)
+    # adversarial terms: "fixed" = weight 1 x the reversal schedule's lambda, kept out of a learned
+    # weighting (Kendall's weight 1/(2 L) would shrink as the adversary's loss rises); "learned" = paper A
+    adversary_weighting: str = "fixed"
+    adversary_steps: int = 1  # updates of the adversarial heads per batch (k - 1 extra on detached features)
+    adversary_lr: float | None = None  # learning rate of the adversarial heads (None: lr)
+    adversary_reset_every: int = 0  # re-initialise the adversarial heads every this many epochs (0: never)
     augment: bool = True
     class_weighted: bool = True
     transductive: bool = False
@@ -50,6 +59,10 @@ class TrainConfig:
             raise ValueError(f"monitor {self.monitor!r} is not 'main' or 'total'")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size and patience must all be >= 1")
+        if self.adversary_weighting not in {"fixed", "learned"}:
+            raise ValueError(f"adversary_weighting {self.adversary_weighting!r} is not 'fixed' or 'learned'")
+        if self.adversary_steps < 1 or self.adversary_reset_every < 0:
+            raise ValueError("adversary_steps must be >= 1 and adversary_reset_every >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.reversal.kind == "two-phase" and self.reversal.switch_epoch >= self.epochs:

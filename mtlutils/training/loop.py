@@ -17,6 +17,14 @@ from mtlutils.balancers import Balancer, make_balancer
 from mtlutils.core.progress import progress
 from mtlutils.core.runtime import seed_everything, select_device
 from mtlutils.models import GuidedNet, ModelConfig, TaskSpec, main_task_name, parse_tasks
+from mtlutils.training.adversarial import (
+    CONFUSION_SUFFIX,
+    AdversaryApart,
+    adversary_losses,
+    adversary_steps,
+    label_codes,
+    reset_adversaries,
+)
 from mtlutils.training.checkpoint import save_run, write_history
 from mtlutils.training.config import FitResult, TrainConfig
 from mtlutils.training.data import TrainingData, prepare_data
@@ -37,11 +45,13 @@ class Session:
     data: TrainingData
     config: TrainConfig
     device: str
-    adversarial: set[str] = field(init=False)  # tasks behind a gradient reversal layer
+    adversarial: set[str] = field(init=False)  # tasks of an adversary head
+    exclude: set[str] = field(init=False)  # their terms, added after any gradient aggregation
     shared: list[torch.nn.Parameter] = field(init=False)  # what the gradient method acts on
 
     def __post_init__(self) -> None:
         self.adversarial = {name for name, s in self.data.tasks.items() if s.is_adversarial}
+        self.exclude = self.adversarial | {n + CONFUSION_SUFFIX for n in self.adversarial}
         self.shared = self.model.shared_parameters()
 
 
@@ -85,11 +95,19 @@ class EarlyStopping:
 
 # ------------------------------------------------------------------------------------------ set-up
 def _balancer(tasks: Mapping[str, TaskSpec], config: TrainConfig) -> Balancer:
-    """The balancer of ``config.weighting`` x ``config.gradient`` with the weighting's options."""
+    """The balancer of ``config.weighting`` x ``config.gradient`` with the weighting's options; adversarial
+    tasks (and their confusion terms) are weighted 1 outside it unless ``adversary_weighting="learned"``."""
+    fixed = {n + CONFUSION_SUFFIX for n, s in tasks.items() if s.is_adversarial}
+    if config.adversary_weighting == "fixed":
+        fixed |= {n for n, s in tasks.items() if s.is_adversarial}
+    inner_tasks = {n: s for n, s in tasks.items() if n not in fixed}
     options = {"weights": config.task_weights} if config.weighting in {"naive", "vanilla"} else {}
+    if config.weighting in {"naive", "vanilla"} and config.task_weights:
+        options = {"weights": {k: v for k, v in config.task_weights.items() if k in inner_tasks}}
     if config.weighting in {"uncert", "uncertainty"}:
         options = {"init_log_var": config.init_log_var}
-    return make_balancer(config.weighting, config.gradient, tasks, **options)
+    made = make_balancer(config.weighting, config.gradient, inner_tasks, seed=config.seed, **options)
+    return Balancer(AdversaryApart(made.weighting, fixed, config.task_weights), made.gradient)
 
 
 def start_session(data: TrainingData, model_config: ModelConfig, config: TrainConfig, device: str) -> Session:
@@ -107,23 +125,63 @@ def start_session(data: TrainingData, model_config: ModelConfig, config: TrainCo
 
 
 # ------------------------------------------------------------------------------------------ epochs
-def _train_step(s: Session, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-    """One update on rows ``idx``; returns (losses, weighted total) or None when no task has a target."""
+def _losses_on(
+    s: Session, module: GuidedNet, xb: torch.Tensor, batch: dict[str, torch.Tensor], strength: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(shared features, task losses) of ``module`` on one batch: the one forward every step uses."""
     data = s.data
-    xb = to_float(data.images[idx.to(data.images.device)])
+    condition = label_codes(batch[data.main]) if data.tasks[data.main].kind == "binary" else None
+    shared = module.features(xb)["shared"]
+    ordinary = {k: v for k, v in data.tasks.items() if not v.is_adversarial}
+    losses = task_losses(module.head_outputs(shared, condition), batch, ordinary, data.binary_weights)
+    if s.adversarial:
+        losses.update(adversary_losses(module, shared, batch, condition, strength))
+    return shared, losses
+
+
+def _batch(s: Session, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Images (float, augmented when configured) and targets of training rows ``idx``."""
+    xb = to_float(s.data.images[idx.to(s.data.images.device)])
     if s.config.augment:
         xb = augment_batch(xb, s.generator)
     idx_dev = idx.to(s.device)
-    outputs = s.model(xb)
-    losses = task_losses(
-        outputs, {k: v[idx_dev] for k, v in data.targets.items()}, data.tasks, data.binary_weights
-    )
+    return xb, {k: v[idx_dev] for k, v in s.data.targets.items()}
+
+
+def _meta_loss_fn(s: Session, size: int, strength: float):
+    """Auto-Lambda's second batch: ``module -> losses`` on another shuffled training batch, drawn lazily
+    (only a weighting that calls it consumes random numbers)."""
+
+    def losses(module: GuidedNet) -> dict[str, torch.Tensor]:
+        rows = s.data.pool[torch.randint(s.data.pool.numel(), (size,), generator=s.generator)]
+        xm, bm = _batch(s, rows)
+        return _losses_on(s, module, xm, bm, strength)[1]
+
+    return losses
+
+
+def _train_step(
+    s: Session, idx: torch.Tensor, strength: float
+) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """One update on rows ``idx`` (+ ``adversary_steps - 1`` head-only ones); returns (losses, weighted
+    total) or None when no task has a target. ``strength``: lambda of the adversarial terms now."""
+    xb, batch = _batch(s, idx)
+    shared, losses = _losses_on(s, s.model, xb, batch, strength)
     if not losses:
         return None
     s.optimizer.zero_grad(set_to_none=True)
-    s.balancer.weighting.before_update(model=s.model, losses=losses)
-    total, _ = s.balancer.backward(losses, s.shared, exclude=s.adversarial)
+    s.balancer.weighting.before_update(
+        model=s.model,
+        losses=losses,
+        optimizer=s.optimizer,
+        loss_fn=_meta_loss_fn(s, idx.numel(), strength),
+        train_loss_fn=lambda module: _losses_on(s, module, xb, batch, strength)[1],
+    )
+    total, _ = s.balancer.backward(losses, s.shared, exclude=s.exclude, features=shared)
     s.optimizer.step()
+    if s.adversarial and s.config.adversary_steps > 1:
+        condition = label_codes(batch[s.data.main]) if s.data.tasks[s.data.main].kind == "binary" else None
+        adversary_steps(s.model, s.optimizer, shared, batch, condition, s.config.adversary_steps - 1)
     return losses, total
 
 
@@ -131,6 +189,8 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
     """One pass over the training rows in a seeded order; the row of the log with the training losses."""
     cfg, pool = s.config, s.data.pool
     s.model.train()
+    if s.adversarial and cfg.adversary_reset_every and epoch > 0 and epoch % cfg.adversary_reset_every == 0:
+        reset_adversaries(s.model, s.optimizer)
     order = pool[torch.randperm(pool.numel(), generator=s.generator)]
     n_batches = max(1, math.ceil(pool.numel() / cfg.batch_size))
     sums: dict[str, torch.Tensor] = {}
@@ -144,7 +204,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         if idx.numel() < 2:  # a lone last row would break batch norm
             continue
-        step = _train_step(s, idx)
+        step = _train_step(s, idx, lam)
         if step is None:
             continue
         losses, total = step
@@ -205,7 +265,9 @@ def fit(
         run_path.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, float]] = []
-    best = EarlyStopping(config.reversal.first_full_epoch(), config.patience)
+    # with an adversary, only epochs at the reversal's plateau may be restored (never one from the ramp)
+    first = config.reversal.first_full_epoch(config.epochs) if s.adversarial else 0
+    best = EarlyStopping(first, config.patience)
     bar = progress(range(config.epochs), desc=config.progress_desc)
     for epoch in bar:
         row = epoch_row(s, epoch)
