@@ -195,3 +195,23 @@ def test_uncertainty_settling_compares_final_s_with_the_stationary_value():
     assert table.loc["tumour", "s_star"] == pytest.approx(np.log(0.6))
     assert table.loc["tumour", "gap"] == pytest.approx(0.1)  # mean of 0 and 0.2
     assert table.loc["count", "s_star"] == pytest.approx(np.log(0.8)) and table.loc["count", "gap"] == pytest.approx(0)
+
+
+def test_probe_sentences_place_each_model_against_the_floor():
+    table = pd.DataFrame(
+        {
+            "linear": [0.80, 0.40, 0.62],
+            "linear_low": [0.75, 0.35, 0.55],
+            "linear_high": [0.85, 0.45, 0.70],
+            "mlp": [0.8, 0.4, 0.6],
+            "head": [np.nan, 0.2, 0.5],
+            "shuffled": [0.33, 0.30, 0.36],
+        },
+        index=["baseline", "confusion", "reversal"],
+    )
+    floors = {"label_only": {"acc": 0.6}, "chance": {"acc": 1 / 3}}
+    lines = center_probes.probe_sentences(table, floors, "baseline")
+    assert "above the label-only floor" in lines[0] and "own head" not in lines[0]
+    assert "below the label-only floor" in lines[1] and "fooled" in lines[1]  # head 0.2 < chance
+    assert "not distinguishable" in lines[2] and "fooled" not in lines[2]
+    assert lines[-1].endswith("confusion, reversal.")  # both CIs lie entirely below the baseline's 0.75

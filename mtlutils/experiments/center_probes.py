@@ -170,3 +170,40 @@ def probe_models(
         row["shuffled"] = float(np.mean(shuffled))
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
+
+
+def probe_sentences(
+    probe_table: pd.DataFrame, floors: Mapping[str, Mapping[str, float]], baseline: str
+) -> list[str]:
+    """One markdown line per probed model: its linear and MLP balanced accuracy placed against the
+    label-only floor (CI entirely below, above, or overlapping), its own head against chance, then the
+    negative control and the adversaries whose CI lies entirely below the ``baseline`` row's."""
+    floor, chance = floors["label_only"]["acc"], floors["chance"]["acc"]
+    lines = []
+    for model, r in probe_table.iterrows():
+        if r.linear_high < floor:
+            where = "below the label-only floor"
+        elif r.linear_low > floor:
+            where = "above the label-only floor"
+        else:
+            where = "not distinguishable from the label-only floor"
+        head = ""
+        if np.isfinite(r["head"]):
+            fooled = " (below chance: the head is fooled, not blind)" if r["head"] < chance else ""
+            head = f"; its own head {r['head']:.3f}{fooled}"
+        lines.append(
+            f"- **{model}**: linear {r.linear:.3f} (CI {r.linear_low:.3f}–{r.linear_high:.3f}, {where}), "
+            f"MLP {r.mlp:.3f}{head}."
+        )
+    shuffled = probe_table["shuffled"]
+    lines.append(
+        f"Negative control (centers shuffled by slide): {shuffled.min():.3f}–{shuffled.max():.3f}, against chance {chance:.3f}."
+    )
+    base = probe_table.loc[baseline]
+    removed = [m for m, r in probe_table.drop(index=baseline).iterrows() if r.linear_high < base.linear_low]
+    lines.append(
+        "Adversaries whose linear-probe CI lies entirely below the baseline's: "
+        + (", ".join(removed) if removed else "**none**")
+        + "."
+    )
+    return lines
