@@ -13,7 +13,8 @@ from mtlutils.synthetic import card as card_mod
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny cohort (3 slides per center, 640 px) and its control twin, tiled into 96-px patches."""
+    """A tiny LEGACY cohort (3 slides per center, 640 px: exact annotations, no mimics) and its
+    control twin, tiled into 96-px patches."""
     from mtlutils.data import tile_cohort
 
     root = tmp_path_factory.mktemp("card")
@@ -21,7 +22,13 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, confounder in (("cohort", True), ("control", False)):
         out = root / name
         syn.generate_cohort(
-            out, slides_per_center=3, size_px=640, seed=1, confounder=confounder, show_progress=False
+            out,
+            slides_per_center=3,
+            size_px=640,
+            seed=1,
+            confounder=confounder,
+            show_progress=False,
+            settings=syn.LEGACY,
         )
         tile_cohort(out / "manifest.csv", root / f"{name}_patches", tile_px=96, show_progress=False)
         dirs[name], dirs[f"{name}_patches"] = out, root / f"{name}_patches"
@@ -62,7 +69,7 @@ def test_card_keys_bands_and_known_figures(tiny_pair):
     assert card["label_noise"] == 0.0  # exact annotations: every training label is the true label
     assert card["mimic_fraction"] == 0.0 and card["in_band"]["mimic_fraction"] is False
     # 3 slides per center: one test slide per training center; has_tumour of A, B, C at 0.8 / 0.5 / 0.2
-    manifest = syn.plan_cohort(3, seed=1)
+    manifest = syn.plan_cohort(3, seed=1, settings=syn.LEGACY)
     test = manifest[manifest["split"] == "test"]
     assert card["n_tumour_slides_test"] == int(test["has_tumour"].sum())
     assert card["n_tumour_slides_external"] == int(
@@ -82,3 +89,34 @@ def test_center_only_auc_is_one_half_without_center_differences():
     from mtlutils.synthetic.card import _auc
 
     assert _auc(np.array([0, 1, 0, 1]), np.full(4, 0.5)) == pytest.approx(0.5)
+
+
+def test_hard_cohort_has_label_noise_and_mimics(tmp_path):
+    """The default (HARD) cohort: loose annotations make some training labels wrong, mimics appear."""
+    from mtlutils.data import tile_cohort
+
+    assert syn.DEFAULT_SETTINGS == syn.HARD
+    dirs = {}
+    for name, confounder in (("cohort", True), ("control", False)):
+        syn.generate_cohort(
+            tmp_path / name,
+            slides_per_center=3,
+            size_px=768,
+            seed=1,
+            confounder=confounder,
+            show_progress=False,
+        )
+        tile_cohort(
+            tmp_path / name / "manifest.csv", tmp_path / f"{name}_patches", tile_px=96, show_progress=False
+        )
+        dirs[name], dirs[f"{name}_patches"] = tmp_path / name, tmp_path / f"{name}_patches"
+    card = card_mod.cohort_card(
+        dirs["cohort_patches"], dirs["cohort"], dirs["control_patches"], dirs["control"]
+    )
+    assert card["generator_hash"] == syn.generator_hash(syn.HARD)
+    assert card["label_noise"] > 0.0 and card["mimic_fraction"] > 0.0
+    assert card["center_only_auc"] > 0.5
+    table = card_mod.card_table(card)
+    assert list(table.index) == list(card_mod.BANDS) and table["in band"].dtype == bool
+    fig = card_mod.plot_card(card)
+    assert len(fig.axes) == len(card_mod.BANDS)

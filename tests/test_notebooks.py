@@ -82,6 +82,16 @@ def test_data_preparation_numbers(quick_run):
     assert confounded["label_from_center_auc"] >= control["label_from_center_auc"] + 0.1
     for cohort in (confounded, control):
         assert cohort["center_from_colour"] >= cohort["center_chance"] + 0.1
+    # the cohort card (issue 8): every banded figure recorded as a number; in quick mode only what a
+    # tiny HARD cohort guarantees: some labels wrong, some mimics, the center telling on the label
+    from mtlutils.synthetic import BANDS
+
+    card = figures["01.card"]
+    assert set(card) == set(BANDS)
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in card.values()), card
+    assert card["label_noise"] > 0 and card["mimic_fraction"] > 0
+    assert card["center_only_auc"] > control["label_from_center_auc"]
+    assert re.fullmatch(r"[0-9a-f]{12}", figures["01.generator_hash"])
 
 
 @pytest.mark.notebook

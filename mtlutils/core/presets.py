@@ -10,10 +10,10 @@ from mtlutils.core.layout import check_mode
 #: notebook number -> mode -> sizes. Units: slides per center, slide side and CNN input in px, epochs,
 #: seeds and bootstrap resamples as counts.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "01": {  # slides per center, slide side (level-0 px), tiles kept per slide
-        "quick": {"slides": 3, "slide_px": 1024, "max_tiles": 24},
-        "default": {"slides": 8, "slide_px": 2048, "max_tiles": 64},
-        "full": {"slides": 25, "slide_px": 4096, "max_tiles": None},
+    "01": {  # slides per center, slide side (level-0 px), tiles kept per slide, tiles per realism set
+        "quick": {"slides": 3, "slide_px": 1024, "max_tiles": 24, "real": 8},
+        "default": {"slides": 36, "slide_px": 1024, "max_tiles": 64, "real": 32},
+        "full": {"slides": 72, "slide_px": 2048, "max_tiles": None, "real": 96},
     },
     "02": {  # overlay examples per center and class, stain-check patches per center
         "quick": {"examples": 1, "stain": 12},
@@ -24,6 +24,46 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"px": 48, "epochs": 2, "seeds": 1, "boot": 200},
         "default": {"px": 64, "epochs": 15, "seeds": 3, "boot": 1000},
         "full": {"px": 96, "epochs": 40, "seeds": 5, "boot": 2000},
+    },
+    "04": {  # internal / external patients, tiles per slide (min, max), tile px (at 1.14 µm/px), CV folds,
+        # maximum epochs, seeds, bootstrap resamples, slides rendered for the encoder probe, balancers
+        # (None: paper B's 16 = weighting x gradient; quick runs a subset)
+        "quick": {
+            "patients": 40,
+            "external": 24,
+            "tiles": (4, 8),
+            "tile_px": 96,
+            "folds": 3,
+            "epochs": 6,
+            "seeds": 1,
+            "boot": 200,
+            "probe_slides": 6,
+            "methods": ["naive/none", "uncert/pcgrad", "dwa/cagrad", "autol/graddrop"],
+        },
+        "default": {
+            "patients": 200,
+            "external": 80,
+            "tiles": (8, 16),
+            "tile_px": 96,
+            "folds": 5,
+            "epochs": 24,
+            "seeds": 1,
+            "boot": 1000,
+            "probe_slides": 16,
+            "methods": None,
+        },
+        "full": {
+            "patients": 400,
+            "external": 120,
+            "tiles": (16, 48),
+            "tile_px": 224,
+            "folds": 5,
+            "epochs": 32,
+            "seeds": 3,
+            "boot": 2000,
+            "probe_slides": 40,
+            "methods": None,
+        },
     },
 }
 

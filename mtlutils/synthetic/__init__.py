@@ -69,20 +69,23 @@ Slide-level variables
 
 Centers
     Training centers A, B, C differ in stain (vectors, I0, strength, blur, noise) and in tumour
-    prevalence 0.8 / 0.5 / 0.2; external center D has a visibly different stain (bluer hematoxylin,
-    orange eosin, greyer glass, stronger staining, more blur and noise) and prevalence 0.5.
+    prevalence (0.8 / 0.5 / 0.2 in LEGACY, 0.95 / 0.5 / 0.05 in HARD); external center D has a
+    visibly different stain (bluer hematoxylin, orange eosin, greyer glass, stronger staining, more
+    blur and noise) and prevalence 0.5.
     ``confounder=False`` (the control) gives every training center the training mean (0.5);
     everything else is identical for one seed. Tissue morphology never depends on the center.
 
 Difficulty settings (:class:`~mtlutils.synthetic.settings.GeneratorSettings`, ``settings=`` of
 :func:`generate_cohort`; hashed with ``FORMAT_VERSION`` into ``generator_hash``, recorded in
-``cohort.json``). The defaults (:data:`LEGACY`) give the cohort described above; :data:`HARD` adds
-overlapping morphology (grades 0–0.7, reactive normal nuclei, shared cytoplasm, lobule-rich normal
-tissue), benign mimics (lymphoid follicles, sinus histiocytes, crush streaks; nuclei typed
-``germinal``, ``mantle``, ``histiocyte``, ``crushed``), coarse annotations (dilated, simplified
+``cohort.json``). :data:`LEGACY` (the field defaults) gives the cohort described above; :data:`HARD`,
+the frozen default (:data:`DEFAULT_SETTINGS`, its card in every band), adds overlapping morphology
+(grades 0–0.8, reactive normal nuclei, shared cytoplasm, lobule-rich normal tissue), benign mimics
+(lymphoid follicles, sinus histiocytes, crush streaks; nuclei typed ``germinal``, ``mantle``,
+``histiocyte``, ``crushed``), coarse annotations (dilated, simplified
 outlines; small foci left out; the exact regions in ``truth/{slide_id}.xml``, true patch labels from
 :func:`patch_dir_true_labels`), scanner defocus and JPEG per center, and a stronger shortcut
-(prevalences 0.9 / 0.5 / 0.1, center stains pushed apart). :func:`cohort_card` measures the result.
+(prevalences 0.95 / 0.5 / 0.05, center stain differences x2.1). :func:`cohort_card` measures the result;
+:mod:`~mtlutils.synthetic.realism` compares tiles with real ones (OD histograms, texture, distances).
 
 Coordinates: level-0 pixels, x to the right, y down, continuous, pixel (r, c) covering
 [c, c+1) × [r, r+1) (as in :mod:`mtlutils.data.annotations`): a centroid at the centre of pixel (r, c)
@@ -100,12 +103,13 @@ fields), :mod:`~mtlutils.synthetic.nuclei`, :mod:`~mtlutils.synthetic.tissue` (l
 :mod:`~mtlutils.synthetic.cohort` (plan and writer), :mod:`~mtlutils.synthetic.truth` (ground truth
 of tiled patches), :mod:`~mtlutils.synthetic.settings` (difficulty options and their hash),
 :mod:`~mtlutils.synthetic.mimics`, :mod:`~mtlutils.synthetic.annotate` (coarse annotations) and
-:mod:`~mtlutils.synthetic.card` (the cohort card).
+:mod:`~mtlutils.synthetic.card` (the cohort card) and :mod:`~mtlutils.synthetic.realism`.
 """
 
 from __future__ import annotations
 
-from mtlutils.synthetic.card import BANDS, cohort_card, format_card
+from mtlutils.synthetic import realism
+from mtlutils.synthetic.card import BANDS, card_table, cohort_card, format_card, plot_card
 from mtlutils.synthetic.centers import CenterStyle, default_centers, get_center
 from mtlutils.synthetic.cohort import (
     MANIFEST_COLUMNS,
@@ -197,5 +201,8 @@ __all__ = [
     "generator_hash",
     "cohort_card",
     "format_card",
+    "card_table",
+    "plot_card",
+    "realism",
     "BANDS",
 ]

@@ -208,3 +208,43 @@ def format_card(card: dict[str, Any]) -> str:
         ok = "ok" if card["in_band"][key] else "OUT"
         lines.append(f"{key:34s} {float(card[key]):8.3f}  {band:14s} {ok}")
     return "\n".join(lines)
+
+
+def card_table(card: dict[str, Any]) -> pd.DataFrame:
+    """The card's banded figures as a table: index ``key``; columns ``value``, ``band`` (text),
+    ``in band``."""
+    rows = []
+    for key, (lo, hi) in BANDS.items():
+        band = f"≥ {lo}" if hi is None else f"≤ {hi}" if lo is None else f"{lo} – {hi}"
+        rows.append(
+            {"key": key, "value": float(card[key]), "band": band, "in band": bool(card["in_band"][key])}
+        )
+    return pd.DataFrame(rows).set_index("key")
+
+
+def plot_card(card: dict[str, Any], name: str | None = None) -> Any:
+    """One small panel per banded figure: the band shaded green, the value a dot (black in band, red
+    out of it)."""
+    from mtlutils.plotting import panel_grid, save_figure
+
+    fig, axes = panel_grid(len(BANDS), ncols=5, size=2.4)
+    for ax, (key, (lo, hi)) in zip(axes, BANDS.items(), strict=True):
+        value = float(card[key])
+        if key.startswith("n_"):
+            top = max(20.0, 1.2 * value if np.isfinite(value) else 0.0)
+            limits = (0.0, top)
+        elif key.endswith("_auc"):
+            limits = (0.4, 1.0)
+        else:
+            limits = (0.0, max(0.4, 1.2 * value if np.isfinite(value) else 0.0))
+        ax.axvspan(
+            limits[0] if lo is None else lo, limits[1] if hi is None else hi, color="tab:green", alpha=0.25
+        )
+        ax.plot([value], [0], "o", color="black" if card["in_band"][key] else "tab:red", markersize=8)
+        ax.set_xlim(*limits)
+        ax.set_yticks([])
+        ax.set_title(f"{key}\n{value:.3g}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig

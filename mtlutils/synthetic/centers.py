@@ -81,9 +81,10 @@ _CONFOUNDED_PREVALENCE = {"A": 0.8, "B": 0.5, "C": 0.2, "D": 0.5}
 def default_centers(confounder: bool = True, settings: GeneratorSettings | None = None) -> list[CenterStyle]:
     """Training centers A, B, C and external center D.
 
-    ``confounder=True``: tumour prevalence 0.8 / 0.5 / 0.2 in A / B / C (the stain predicts the label
-    inside the training data). ``False`` (control): every training center gets their mean, 0.5.
-    D (external, unseen stain) has 0.5 in both. ``settings`` (default :data:`DEFAULT_SETTINGS`) sets
+    ``confounder=True``: the tumour prevalences of ``settings.prevalence`` in A / B / C (0.8 / 0.5 /
+    0.2 in :data:`LEGACY`, 0.95 / 0.5 / 0.05 in :data:`HARD`: the stain predicts the label inside the
+    training data). ``False`` (control): every training center gets their mean, 0.5. D (external,
+    unseen stain) has 0.5 in both. ``settings`` (default :data:`DEFAULT_SETTINGS`) sets
     the prevalences, each center's JPEG quality and ``stain_gain``, which scales the training
     centers' differences from their mean stain (vectors, I0, strength).
     """
@@ -130,11 +131,14 @@ def default_centers(confounder: bool = True, settings: GeneratorSettings | None 
     return out
 
 
-def get_center(center: str | CenterStyle, confounder: bool = True) -> CenterStyle:
-    """A :class:`CenterStyle` by name (``"A"`` … ``"D"``), or ``center`` itself."""
+def get_center(
+    center: str | CenterStyle, confounder: bool = True, settings: GeneratorSettings | None = None
+) -> CenterStyle:
+    """A :class:`CenterStyle` by name (``"A"`` … ``"D"``, styled by ``settings``, default
+    :data:`DEFAULT_SETTINGS`), or ``center`` itself."""
     if isinstance(center, CenterStyle):
         return center
-    centers = {c.name: c for c in default_centers(confounder)}
+    centers = {c.name: c for c in default_centers(confounder, settings)}
     if center not in centers:
         raise ValueError(f"unknown center {center!r}; use one of {sorted(centers)} or pass a CenterStyle")
     return centers[center]

@@ -125,10 +125,10 @@ def generate_slide(
 
     ``tme_score`` in [0, 1] sets the lymphocyte density; ``biomarker`` is only stored (it acts through
     the TME score). ``size_px``: side of the square level-0 image (>= 512); ``mpp``: µm per pixel.
-    ``settings``: the difficulty options (:class:`GeneratorSettings`, default the original cohort).
+    ``settings``: the difficulty options (:class:`GeneratorSettings`, default :data:`DEFAULT_SETTINGS`).
     """
     settings = DEFAULT_SETTINGS if settings is None else settings
-    center = get_center(center)
+    center = get_center(center, settings=settings)
     index = _check_int("index", index, 0, "slides are numbered from 0")
     size_px = _check_int(
         "size_px", size_px, MIN_SLIDE_PX, f"a slide needs at least {MIN_SLIDE_PX} px (default 2048)"
@@ -201,7 +201,7 @@ def render_patch(
     the tissue depends on the seed (not on the center), so one seed shows the same tissue under each
     center's stain.
     """
-    style = get_center(center)
+    style = get_center(center, settings=settings)
     size_px = _check_int(
         "size_px", size_px, MIN_PATCH_PX, f"a patch needs at least {MIN_PATCH_PX} px (e.g. 224)"
     )
