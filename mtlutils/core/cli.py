@@ -1,4 +1,4 @@
-"""Command line: ``mtlutils run | synth | tile | concepts`` (also ``python -m mtlutils``).
+"""Command line: ``mtlutils run | synth | tile | concepts | bags | sweep`` (also ``python -m mtlutils``).
 
 Every user error ends in one line on stderr (``error: …`` naming the file or value and the fix) and a
 non-zero exit status; nothing half-written is left behind (the library writes atomically).
@@ -63,10 +63,38 @@ def _add_concepts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1)
 
 
+def _add_bags(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bags", help="render and encode the synthetic bag cohort (one feature file per slide)")
+    p.add_argument("--out", required=True, help="output folder")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="CI smoke sizes")
+    mode.add_argument("--full", action="store_const", const="full", dest="mode", help="paper-like sizes")
+    p.set_defaults(mode="default")
+    p.add_argument("--encoder", default=None, help="stats (default), random_cnn or timm:<model name>")
+    p.add_argument("--encoder-path", default=None, help="local weights file of a timm encoder")
+    p.add_argument("--patients", type=int, default=None, help="internal patients (default: the mode's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="train the bag model with each balancer on the same folds (cached)")
+    p.add_argument("--bags", required=True, help="bag cohort folder (from `mtlutils bags`)")
+    p.add_argument(
+        "--methods", nargs="+", default=None, help="weighting/gradient names (default: paper B's 16)"
+    )
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 32)")
+    p.add_argument("--out", required=True, help="output folder (jobs/ cache and table.csv)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--paper-sizes", action="store_true", help="paper B's model sizes (384-d, 2+2 layers)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlutils", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_synth, _add_tile, _add_concepts):
+    for add in (_add_run, _add_synth, _add_tile, _add_concepts, _add_bags, _add_sweep):
         add(sub)
     return parser
 
@@ -134,7 +162,52 @@ def _cmd_concepts(args: argparse.Namespace) -> int:
     return extract_concepts_cli(args.patches, args.workers)
 
 
-COMMANDS = {"run": _cmd_run, "synth": _cmd_synth, "tile": _cmd_tile, "concepts": _cmd_concepts}
+def _cmd_bags(args: argparse.Namespace) -> int:
+    from mtlutils.bags import DEFAULT_ENCODER, bag_cohort_config, build_bag_cohort
+
+    cfg = bag_cohort_config(args.mode, n_patients=args.patients, seed=args.seed)
+    info = build_bag_cohort(args.out, cfg, args.encoder or DEFAULT_ENCODER, args.encoder_path, args.workers)
+    print(
+        f"wrote {info['n_slides']} feature files ({info['n_tiles']} tiles, {info['feature_dim']}-d "
+        f"{info['encoder']}) to {args.out} in {info['seconds']} s"
+    )
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mtlutils.experiments import bag_protocol
+    from mtlutils.experiments.sweep import run_sweep
+    from mtlutils.mil import PAPER_B, MILConfig, MILTrainConfig
+
+    train = MILTrainConfig() if args.epochs is None else MILTrainConfig(epochs=args.epochs)
+    sweep = run_sweep(
+        args.bags,
+        args.methods,
+        args.folds,
+        args.seeds,
+        args.out,
+        args.workers,
+        PAPER_B if args.paper_sizes else MILConfig(),
+        train,
+    )
+    table = bag_protocol.method_table(sweep.results, sweep.y, sweep.y_ext)
+    from mtlutils.core.io import atomic_write_text
+
+    atomic_write_text(Path(args.out) / "table.csv", table.to_csv(index=False))
+    cols = [c for c in ("method", "auroc", "auroc_sd", "auprc", "silhouette", "ext_auroc") if c in table]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{sweep.computed} job(s) trained, {len(sweep.results) - sweep.computed} read from {args.out}/jobs")
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "synth": _cmd_synth,
+    "tile": _cmd_tile,
+    "concepts": _cmd_concepts,
+    "bags": _cmd_bags,
+    "sweep": _cmd_sweep,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

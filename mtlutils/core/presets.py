@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 6,
             "seeds": 1,
             "boot": 200,
-            "probe_slides": 6,
+            "probe_slides": 8,
             "methods": ["naive/none", "uncert/pcgrad", "dwa/cagrad", "autol/graddrop"],
         },
         "default": {
@@ -49,7 +49,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 24,
             "seeds": 1,
             "boot": 1000,
-            "probe_slides": 16,
+            "probe_slides": 32,
             "methods": None,
         },
         "full": {
