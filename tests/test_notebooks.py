@@ -128,3 +128,23 @@ def test_guided_cnn_records_table2(quick_run):
     )
     heads = figures["03.center_head_acc"]
     assert "baseline (ID 1)" not in heads and all(0 <= v <= 1 for v in heads.values())
+
+
+@pytest.mark.notebook
+def test_balancers_on_bags_numbers(quick_run):
+    # notebook 04 in quick mode: the card says the biomarker is learnable from the truth, the table has
+    # one row per method of the quick subset plus the baseline, every external AUROC sits in its CI
+    from mtlutils.core import presets
+
+    figures = quick_run[0]["figures"]
+    quick = presets.preset("04", "quick")
+    assert figures["04.n_folds"] == quick["folds"] and figures["04.n_patients"] >= 40
+    card = figures["04.card"]
+    assert card["auc_tme"] > 0.7 and card["n_external"] >= 20  # the TME score predicts the biomarker
+    table = figures["04.table"]
+    methods = {f"{row['weighting']}/{row['grad']}" for row in table if row["weighting"] != "-"}
+    assert methods == set(quick["methods"]) and len(table) == len(quick["methods"]) + 1
+    for row in table:
+        low, high = row["ext_auroc_ci"]
+        assert low <= row["ext_auroc"] <= high, row
+    assert figures["04.baseline_ext_auroc"] == next(r["ext_auroc"] for r in table if r["weighting"] == "-")
