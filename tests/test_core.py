@@ -101,3 +101,43 @@ def test_record_merges_keys_into_the_figures_file(tmp_path, monkeypatch):
     record.record("01.by_center", {"A": np.array([1, 2])})
     assert json.loads(path.read_text()) == {"01.n": 3, "01.auc": 0.5, "01.by_center": {"A": [1, 2]}}
     assert not [p for p in tmp_path.iterdir() if p.name != "figures.json"]  # no temp file left behind
+
+
+def test_summary_compare_flatten_and_readme_block(tmp_path):
+    from mtlutils.core import summary
+
+    a = {
+        "mode": "default",
+        "notebooks": {"01_x": {"seconds": 10.0, "status": "ok"}},
+        "figures": {"01.n": 3, "03.table": [{"id": 1, "weighting": "vanilla", "auc": 0.8}], "01.name": "x"},
+    }
+    b = {"figures": {"01.n": 3, "03.table": [{"id": 1, "weighting": "vanilla", "auc": 0.85}], "01.new": 1.0}}
+    assert summary.flatten(a["figures"])["03.table[1/vanilla].auc"] == 0.8
+    table = summary.compare(a, b, atol=0.01).set_index("key")
+    assert table.loc["03.table[1/vanilla].auc", "difference"] == pytest.approx(0.05)
+    assert "01.n" not in table.index and {"01.name", "01.new"} <= set(table.index)
+    assert summary.compare(a, b, atol=0.1).set_index("key").index.tolist() == ["01.name", "01.new"]
+    block = summary.readme_block(a, "test machine")
+    assert "| `01_x` | ok | 10 |" in block and "test machine" in block
+    text = f"intro\n{summary.BLOCK_START}\nold\n{summary.BLOCK_END}\nrest\n"
+    new = summary.replace_block(text, "new block")
+    assert new == f"intro\n{summary.BLOCK_START}\nnew block\n{summary.BLOCK_END}\nrest\n"
+    with pytest.raises(ValueError, match="markers"):
+        summary.replace_block("no markers", "x")
+    with pytest.raises(FileNotFoundError, match="run the tutorial first"):
+        summary.load_results(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        summary.load_results(tmp_path)
+
+
+def test_compare_command_exit_codes(tmp_path, capsys):
+    from mtlutils.core.cli import main
+
+    for name, value in (("a", 0.5), ("b", 0.75)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"figures": {"03.auc": value}}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "0.25" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command line: ``mtlutils run | synth | tile | concepts | bags | sweep`` (also ``python -m mtlutils``).
+"""Command line: ``mtlutils run | synth | tile | concepts | bags | sweep | summary | compare`` (also ``python -m mtlutils``).
 
 Every user error ends in one line on stderr (``error: …`` naming the file or value and the fix) and a
 non-zero exit status; nothing half-written is left behind (the library writes atomically).
@@ -37,8 +37,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write the synthetic multi-center cohort")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--slides", type=int, default=8, help="slides per center (default 8)")
-    p.add_argument("--size", type=int, default=2048, help="slide side in level-0 px (default 2048)")
+    p.add_argument(
+        "--slides", type=int, default=None, help="slides per center (default: notebook 01's default)"
+    )
+    p.add_argument("--size", type=int, default=None, help="slide side in level-0 px (default: notebook 01's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-confounder", action="store_true", help="control cohort: same prevalence everywhere")
     p.add_argument("--workers", type=int, default=1)
@@ -94,9 +96,32 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtlutils", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_synth, _add_tile, _add_concepts, _add_bags, _add_sweep):
+    for add in (
+        _add_run,
+        _add_synth,
+        _add_tile,
+        _add_concepts,
+        _add_bags,
+        _add_sweep,
+        _add_summary,
+        _add_compare,
+    ):
         add(sub)
     return parser
+
+
+def _add_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="a run's times and key figures as markdown (the README's block)")
+    p.add_argument("run", help="run folder holding results.json")
+    p.add_argument("--readme", default=None, help="rewrite the measured block of this README in place")
+    p.add_argument("--machine", default="2-core CPU, 24 GB", help="hardware named in the block")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="the recorded figures of two runs side by side, with differences")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--atol", type=float, default=0.0, help="hide numeric differences up to this size")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -124,12 +149,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from mtlutils.core.presets import preset
     from mtlutils.synthetic import generate_cohort
 
+    sizes = preset("01", "default", slides=args.slides, slide_px=args.size)
     manifest = generate_cohort(
         args.out,
-        slides_per_center=args.slides,
-        size_px=args.size,
+        slides_per_center=sizes["slides"],
+        size_px=sizes["slide_px"],
         seed=args.seed,
         confounder=not args.no_confounder,
         workers=args.workers,
@@ -200,6 +227,33 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from mtlutils.core import summary
+    from mtlutils.core.io import atomic_write_text
+
+    block = summary.readme_block(summary.load_results(args.run), args.machine)
+    if args.readme:
+        path = Path(args.readme)
+        if not path.is_file():
+            raise FileNotFoundError(f"--readme {path} does not exist")
+        atomic_write_text(path, summary.replace_block(path.read_text(), block))
+        print(f"updated the measured block of {path}")
+    else:
+        print(block)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mtlutils.core import summary
+
+    table = summary.compare(summary.load_results(args.run_a), summary.load_results(args.run_b), args.atol)
+    if table.empty:
+        print("no recorded figure differs")
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "synth": _cmd_synth,
@@ -207,6 +261,8 @@ COMMANDS = {
     "concepts": _cmd_concepts,
     "bags": _cmd_bags,
     "sweep": _cmd_sweep,
+    "summary": _cmd_summary,
+    "compare": _cmd_compare,
 }
 
 

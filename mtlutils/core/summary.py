@@ -1,0 +1,131 @@
+"""A run's ``results.json`` as text: the README's measured block, and two runs compared side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULTS_FILE = "results.json"
+BLOCK_START = "<!-- run-summary:start -->"
+BLOCK_END = "<!-- run-summary:end -->"
+
+
+def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``run_dir/results.json`` (written by ``mtlutils run``), or a one-line error naming the path."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; run the tutorial first (mtlutils run --out {run_dir})"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg}); run the tutorial again") from None
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists as ``{"a.b[0].c": leaf}``; list rows that carry an ``id`` or ``weighting`` keep it."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        out = {}
+        for i, row in enumerate(value):
+            name = "/".join(
+                str(row[k]) for k in ("id", "weighting", "grad") if k in row and row[k] is not None
+            )
+            out.update(flatten({k: v for k, v in row.items()}, f"{prefix}[{name or i}]"))
+        return out
+    return {prefix: value}
+
+
+def compare(a: Mapping[str, Any], b: Mapping[str, Any], atol: float = 0.0) -> pd.DataFrame:
+    """The recorded figures of two runs side by side: ``key, a, b, difference`` (numbers) for every key
+    present in either run whose values differ by more than ``atol`` (text values: when unequal)."""
+    fa, fb = flatten(a.get("figures", {})), flatten(b.get("figures", {}))
+    rows = []
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key), fb.get(key)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
+        if numeric:
+            diff = float(vb) - float(va)
+            if abs(diff) > atol or (math.isnan(diff) and not (math.isnan(va) and math.isnan(vb))):
+                rows.append({"key": key, "a": va, "b": vb, "difference": diff})
+        elif va != vb:
+            rows.append({"key": key, "a": va, "b": vb, "difference": None})
+    return pd.DataFrame(rows, columns=["key", "a", "b", "difference"])
+
+
+def time_table(results: Mapping[str, Any]) -> str:
+    """Markdown rows ``| notebook | status | seconds |`` of one run."""
+    lines = ["| notebook | status | seconds |", "|---|---|---|"]
+    for name, info in results.get("notebooks", {}).items():
+        lines.append(f"| `{name}` | {info.get('status', '?')} | {info.get('seconds', float('nan')):.0f} |")
+    total = sum(float(i.get("seconds", 0)) for i in results.get("notebooks", {}).values())
+    lines.append(f"| all | | {total:.0f} |")
+    return "\n".join(lines)
+
+
+def figure_lines(results: Mapping[str, Any], keys: Mapping[str, str]) -> str:
+    """One markdown bullet per ``keys`` entry (``label: flattened key or regex``) found in the run."""
+    flat = flatten(results.get("figures", {}))
+    lines = []
+    for label, pattern in keys.items():
+        hits = {k: v for k, v in flat.items() if re.fullmatch(pattern, k)}
+        if not hits:
+            continue
+        shown = ", ".join(f"{k.split('.', 1)[-1]} {_fmt(v)}" for k, v in hits.items())
+        lines.append(f"- **{label}**: {shown}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between :data:`BLOCK_START` and :data:`BLOCK_END` replaced by ``block``."""
+    if BLOCK_START not in text or BLOCK_END not in text:
+        raise ValueError(f"the README has no {BLOCK_START} … {BLOCK_END} markers to fill")
+    head, rest = text.split(BLOCK_START, 1)
+    _, tail = rest.split(BLOCK_END, 1)
+    return f"{head}{BLOCK_START}\n{block.strip()}\n{BLOCK_END}{tail}"
+
+
+#: what the README's "What the default run measured" block shows: label -> key pattern (regex)
+README_KEYS = {
+    "01 cohort": r"01\.(n_slides|n_patches|generator_hash)",
+    "01 cohort card (pre-registered bands in the card table)": r"01\.card\..*",
+    "01 confounder (center alone ranks tumour above normal, AUC)": r"01\.confounding\.(confounded|control)\.label_from_center_auc",
+    "02 concepts vs the generator's truth (Spearman, held-out slides)": r"02\.gt_spearman\.(count|area)",
+    "03 baseline (ID 1) AUC": r"03\.table\[1(\.0)?/vanilla\]\.(int_auc|int_auc_within|ext_auc)",
+    "03 best guided configuration (chosen on validation) vs baseline, external": r"03\.best_(config|ext_gain|ext_p)",
+    "03 center probe (linear, balanced accuracy)": r"03\.center_probe\..*\.acc",
+    "03 probe floors": r"03\.center_floors\..*",
+    "03 control cohort gain": r"03\.control_gain",
+    "04 bag card (biomarker AUC from the true TME score)": r"04\.card\.auc_tme",
+    "04 baseline AUROC (internal CV, external)": r"04\.baseline_(auroc|ext_auroc)",
+    "04 best method (internal CV) vs baseline, external": r"04\.best_(method|ext_gain|ext_p)",
+    "04 Friedman test across methods": r"04\.friedman_p",
+}
+
+
+def readme_block(results: Mapping[str, Any], machine: str) -> str:
+    """The README's measured block of one run: its times and key figures, with the machine named."""
+    mode = results.get("mode", "?")
+    return (
+        f"Measured by `mtlutils summary` from one {mode}-mode run ({machine}); regenerate with "
+        f"`mtlutils summary RUN_DIR --readme README.md`.\n\n{time_table(results)}\n\n"
+        f"{figure_lines(results, README_KEYS)}\n"
+    )
