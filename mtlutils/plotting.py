@@ -126,34 +126,37 @@ def scatter_by_group(
     return grid.figure
 
 
-def segmentation_overlay(
-    image: np.ndarray,
-    labels: np.ndarray,
-    color: tuple[int, int, int] = (0, 255, 0),
-    thickness: int = 1,
-    points: np.ndarray | None = None,
-    point_color: tuple[int, int, int] = (255, 255, 0),
-) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 with the outline of every labelled region (e.g. each nucleus) drawn in
-    ``color``; ``labels`` is an (H, W) integer image, 0 = background. ``points``: optional (K, 2) x, y
-    positions in image pixels (e.g. true nucleus centres, a pixel's centre at +0.5) marked by a small
-    cross in ``point_color``. Returns a new uint8 array."""
+def notebook_theme(palette: str = "colorblind") -> None:
+    """Figures that read in light and dark JupyterLab themes: transparent backgrounds, mid-grey text and
+    axes, and a colour-blind-safe palette (seaborn ``palette``) for lines and the centers' colours."""
+    import seaborn as sns
+
+    global CENTER_PALETTE
+    CENTER_PALETTE = palette
+    grey = "0.5"
+    plt.rcParams.update(
+        {
+            "figure.facecolor": "none",
+            "savefig.facecolor": "none",
+            "savefig.transparent": True,
+            "axes.facecolor": "none",
+            "legend.facecolor": "none",
+            "legend.framealpha": 0.0,
+            "text.color": grey,
+            "axes.labelcolor": grey,
+            "axes.edgecolor": grey,
+            "xtick.color": grey,
+            "ytick.color": grey,
+            "axes.prop_cycle": matplotlib.cycler(color=sns.color_palette(palette)),
+        }
+    )
+
+
+def _outline(labels: np.ndarray, thickness: int) -> np.ndarray:
+    """Inner outline of every region of ``labels``: a labelled pixel whose 4-neighbourhood holds another
+    label (or background), widened to ``thickness`` px."""
     from scipy import ndimage as ndi
 
-    image = np.asarray(image)
-    labels = np.asarray(labels)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"segmentation_overlay(): image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
-        )
-    if labels.shape != image.shape[:2]:
-        raise ValueError(
-            f"segmentation_overlay(): labels {labels.shape} and image {image.shape[:2]} differ in size; "
-            "pass the label image segmented from this image"
-        )
-    if thickness < 1:
-        raise ValueError(f"segmentation_overlay(): thickness={thickness} must be >= 1 px")
-    # inner outline: a labelled pixel whose 4-neighbourhood holds another label (or background)
     edge = np.zeros(labels.shape, dtype=bool)
     for axis in (0, 1):
         differs = np.diff(labels, axis=axis) != 0
@@ -165,16 +168,132 @@ def segmentation_overlay(
     edge &= labels > 0
     if thickness > 1:
         edge = ndi.binary_dilation(edge, iterations=thickness - 1) & (labels > 0)
+    return edge
+
+
+OUTLINE_RGB = (240, 228, 66)  #: Okabe-Ito yellow: predicted nuclei
+TRUTH_RGB = (86, 180, 233)  #: Okabe-Ito sky blue: true nuclei (outlines and centre marks)
+
+
+def segmentation_overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    color: tuple[int, int, int] = OUTLINE_RGB,
+    thickness: int = 1,
+    points: np.ndarray | None = None,
+    point_color: tuple[int, int, int] = TRUTH_RGB,
+    truth: np.ndarray | None = None,
+    marker_px: int = 3,
+) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with the outline of every labelled region (e.g. each nucleus) drawn in
+    ``color``; ``labels`` is an (H, W) integer image, 0 = background. ``truth``: an optional second label
+    image (e.g. annotated nuclei) outlined in ``point_color`` underneath. ``points``: optional (K, 2) x, y
+    positions in image pixels (e.g. true nucleus centres, a pixel's centre at +0.5) marked by a cross of
+    arms ``marker_px`` long in ``point_color``, edged in black so it shows on any tissue. Colours default
+    to the colour-blind-safe Okabe-Ito yellow and sky blue. Returns a new uint8 array."""
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"segmentation_overlay(): image must be (H, W, 3) uint8, got {image.shape} {image.dtype}"
+        )
+    for what, lab in (("labels", labels), ("truth", truth)):
+        if lab is not None and np.shape(lab) != image.shape[:2]:
+            raise ValueError(
+                f"segmentation_overlay(): {what} {np.shape(lab)} and image {image.shape[:2]} differ in size; "
+                "pass the label image segmented from this image"
+            )
+    if thickness < 1 or marker_px < 0:
+        raise ValueError(f"segmentation_overlay(): thickness={thickness} must be >= 1 px, marker_px >= 0")
     out = image.copy()
-    out[edge] = np.asarray(color, dtype=np.uint8)
+    if truth is not None:
+        out[_outline(np.asarray(truth), thickness)] = np.asarray(point_color, dtype=np.uint8)
+    out[_outline(labels, thickness)] = np.asarray(color, dtype=np.uint8)
     if points is not None:
         xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         cols, rows = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
-        for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
-            r, c = rows + dr, cols + dc
-            ok = (r >= 0) & (r < out.shape[0]) & (c >= 0) & (c < out.shape[1])
-            out[r[ok], c[ok]] = np.asarray(point_color, dtype=np.uint8)
+        arm = range(-marker_px, marker_px + 1)
+        cross = [(d, 0) for d in arm] + [(0, d) for d in arm]
+        rim = {(dr + a, dc + b) for dr, dc in cross for a in (-1, 0, 1) for b in (-1, 0, 1)} - set(cross)
+        for offsets, rgb in ((rim, (0, 0, 0)), (cross, point_color)):
+            for dr, dc in offsets:
+                r, c = rows + dr, cols + dc
+                ok = (r >= 0) & (r < out.shape[0]) & (c >= 0) & (c < out.shape[1])
+                out[r[ok], c[ok]] = np.asarray(rgb, dtype=np.uint8)
     return out
+
+
+def segmentation_steps(
+    image: np.ndarray,
+    labels: np.ndarray,
+    extras: Mapping[str, object],
+    mpp: float,
+    truth: np.ndarray | None = None,
+    title: str | None = None,
+    name: str | None = None,
+    size: float = 3.0,
+    points: np.ndarray | None = None,
+) -> matplotlib.figure.Figure:
+    """The steps of :func:`mtlutils.concepts.segment.segment_with_maps` for one patch, axes in µm:
+    the image, its hematoxylin OD, the nuclear foreground, the summed distance map (µm), the watershed
+    basins with their markers, and the final nuclei (``truth``, if given, outlined beside them)."""
+    from matplotlib.colors import ListedColormap
+
+    needed = ("h", "foreground", "distance", "markers", "basins")
+    missing = [k for k in needed if k not in extras]
+    if missing:
+        raise ValueError(
+            f"segmentation_steps(): extras lack {missing}: the patch had no nuclear population "
+            "(no foreground); pick another patch"
+        )
+    height, width = labels.shape
+    extent = (0.0, width * mpp, height * mpp, 0.0)
+    fig, axes = plt.subplots(2, 3, figsize=(3 * size + 1.2, 2 * size + 0.6))
+    rng = np.random.default_rng(0)
+    shuffled = ListedColormap(rng.uniform(0.25, 1.0, (256, 3)))
+    basins = np.asarray(extras["basins"])
+    markers = np.asarray(extras["markers"])
+    panels = [
+        ("image", image, None, None),
+        ("hematoxylin (OD)", extras["h"], "magma", "OD"),
+        ("foreground mask", extras["foreground"], "gray", None),
+        ("distance map (µm, summed)", np.asarray(extras["distance"]) * mpp, "viridis", "µm"),
+        (
+            f"basins ({int(basins.max())}) and markers ({len(markers)})",
+            np.ma.masked_equal(basins % 256, 0),
+            shuffled,
+            None,
+        ),
+        (
+            f"final nuclei ({int(labels.max())})",
+            segmentation_overlay(image, labels, truth=truth, points=points),
+            None,
+            None,
+        ),
+    ]
+    for ax, (label, picture, cmap, unit) in zip(axes.ravel(), panels):
+        shown = ax.imshow(picture, cmap=cmap, extent=extent, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        if unit:
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, label=unit)
+    if len(markers):
+        axes[1, 1].scatter(
+            (markers[:, 1] + 0.5) * mpp,
+            (markers[:, 0] + 0.5) * mpp,
+            s=10,
+            c="white",
+            edgecolors="black",
+            linewidths=0.5,
+        )
+    for ax in axes.ravel():
+        ax.set_xlabel("x (µm)", fontsize=8)
+        ax.set_ylabel("y (µm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, name)
+    return fig
 
 
 def heatmap(
@@ -187,23 +306,61 @@ def heatmap(
     vmax: float | None = None,
     fmt: str = ".2f",
     size: tuple[float, float] | None = None,
+    blocks: Sequence[Mapping[str, object]] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
 ) -> matplotlib.figure.Figure:
-    """A numeric table as an annotated colour grid (rows × columns), e.g. concept × statistic."""
+    """A numeric table as an annotated colour grid (rows × columns), e.g. concept × statistic.
+
+    ``blocks``: columns that are different quantities get their own colour scale, one panel each side
+    by side: a list of mappings with ``columns`` (list of column names) and optional ``cmap``, ``vmin``,
+    ``vmax``, ``center``, ``label`` (the colour bar's label, e.g. "Spearman ρ" or "η²"); the single-scale
+    arguments are then unused."""
     import seaborn as sns
 
     if table.empty:
         raise ValueError("heatmap(): the table is empty; check the selection that produced it")
     values = table.apply(pd.to_numeric, errors="coerce")
-    width, height = size or (1.0 + 0.9 * values.shape[1], 0.8 + 0.38 * values.shape[0])
-    fig, ax = plt.subplots(figsize=(max(width, 3.0), max(height, 2.0)))
-    sns.heatmap(values, annot=True, fmt=fmt, cmap=cmap, center=center, vmin=vmin, vmax=vmax, ax=ax, cbar=True)
-    ax.set_xlabel("")
-    ax.set_ylabel("")
-    ax.tick_params(axis="x", labelrotation=30)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
+    if blocks is None:
+        blocks = [
+            {"columns": list(values.columns), "cmap": cmap, "center": center, "vmin": vmin, "vmax": vmax}
+        ]
+    unknown = sorted({c for b in blocks for c in b["columns"]} - set(values.columns))  # type: ignore[union-attr]
+    if unknown:
+        raise ValueError(f"heatmap(): blocks name columns the table lacks: {unknown}")
+    widths = [len(b["columns"]) for b in blocks]  # type: ignore[arg-type]
+    width, height = size or (
+        1.0 + 1.0 * values.shape[1] + 0.9 * (len(blocks) - 1),
+        0.8 + 0.38 * values.shape[0],
+    )
+    fig, axes = plt.subplots(
+        1,
+        len(blocks),
+        figsize=(max(width, 3.0), max(height, 2.0)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )
+    for k, (ax, block) in enumerate(zip(axes[0], blocks)):
+        sns.heatmap(
+            values[list(block["columns"])],  # type: ignore[arg-type]
+            annot=True,
+            fmt=fmt,
+            cmap=block.get("cmap", cmap),
+            center=block.get("center"),
+            vmin=block.get("vmin"),
+            vmax=block.get("vmax"),
+            ax=ax,
+            cbar=True,
+            cbar_kws={"label": block.get("label", "")},
+            yticklabels=k == 0,
+        )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel if k == 0 else "")
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10) if len(blocks) > 1 else axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, name)
     return fig

@@ -709,6 +709,7 @@ def test_normalisation_effect_compares_each_method_with_the_reference():
 
 
 def test_segmentation_overlay_outlines_each_nucleus_and_marks_points():
+    from mtlutils import plotting
     from mtlutils.plotting import segmentation_overlay
 
     image = np.full((20, 20, 3), 200, np.uint8)
@@ -719,9 +720,10 @@ def test_segmentation_overlay_outlines_each_nucleus_and_marks_points():
     green = (out == (0, 255, 0)).all(axis=-1)
     assert green[2, 2] and green[7, 5] and green[4, 7] and green[4, 8]  # outer and shared edges
     assert not green[4, 4] and not green[0, 0]  # interior and background untouched
-    assert (out[15, 15] == (255, 255, 0)).all() and (out[14, 15] == (255, 255, 0)).all()
+    marks = (out == plotting.TRUTH_RGB).all(axis=-1)
+    assert marks[15, 15] and marks[12, 15] and marks[15, 18] and (out[15, 19] == 0).all()  # edged cross
     assert (image == 200).all()  # a new array
-    thick = segmentation_overlay(image, labels, thickness=2)
+    thick = segmentation_overlay(image, labels, color=(0, 255, 0), thickness=2)
     assert ((thick == (0, 255, 0)).all(axis=-1)).sum() > green.sum()
     with pytest.raises(ValueError, match="differ in size"):
         segmentation_overlay(image, labels[:10])
@@ -749,3 +751,33 @@ def test_heatmap_and_scatter_panels_are_saved_under_the_run_folder(tmp_path, mon
         plotting.scatter_panels(df, [("a", "zz")])
     with pytest.raises(ValueError, match="empty"):
         plotting.heatmap(table.iloc[:0])
+    two = plotting.heatmap(
+        table,
+        blocks=[
+            {"columns": ["auc"], "vmin": 0, "vmax": 1, "label": "AUC"},
+            {"columns": ["eta2"], "label": "η²"},
+        ],
+    )
+    assert len(two.axes) == 4  # two panels, each with its own colour bar
+    with pytest.raises(ValueError, match="lacks"):
+        plotting.heatmap(table, blocks=[{"columns": ["nope"]}])
+    plt.close("all")
+
+
+def test_segmentation_steps_shows_every_intermediate_of_the_segmentation():
+    """Does the steps figure get every picture it needs from segment_with_maps, with µm axes?"""
+    import matplotlib.pyplot as plt
+
+    from mtlutils import plotting
+    from mtlutils.concepts.segment import segment_with_maps
+
+    image = disk_patch(0.5)
+    labels, extras = segment_with_maps(image, 0.5, C.DEFAULT_PARAMS)
+    assert {"h", "foreground", "distance", "markers", "basins"} <= set(extras)
+    assert extras["markers"].shape[1] == 2 and extras["basins"].max() >= labels.max() == 1
+    fig = plotting.segmentation_steps(image, labels, extras, 0.5, truth=labels)
+    assert len([ax for ax in fig.axes if ax.get_xlabel() == "x (µm)"]) == 6
+    blank = segment_with_maps(to_uint8(tissue_image(64)), 0.5, C.DEFAULT_PARAMS)
+    with pytest.raises(ValueError, match="no nuclear population"):
+        plotting.segmentation_steps(to_uint8(tissue_image(64)), *blank, 0.5)
+    plt.close("all")

@@ -35,7 +35,9 @@ Modules: :mod:`~mtlutils.concepts.params` (settings, input checks), :mod:`~mtlut
 :mod:`~mtlutils.concepts.features` (nucleus properties, GLCM), :mod:`~mtlutils.concepts.patch` (the
 concept table, one patch), :mod:`~mtlutils.concepts.extract` (batches, cache, CLI),
 :mod:`~mtlutils.concepts.scaler`, :mod:`~mtlutils.concepts.association` and
-:mod:`~mtlutils.concepts.pannuke` (agreement with PanNuke's annotated nuclei).
+:mod:`~mtlutils.concepts.pannuke` (agreement with PanNuke's annotated nuclei),
+:mod:`~mtlutils.concepts.instances` (:func:`instance_agreement`: matches at IoU ≥ 0.5, merges, splits)
+and :mod:`~mtlutils.concepts.realdata` (annotated real nuclei: split, scoring).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from mtlutils.concepts.extract import (
     read_concepts,
 )
 from mtlutils.concepts.features import GLCM_LEVELS, glcm_features, nuclei_properties
+from mtlutils.concepts.instances import instance_agreement
 from mtlutils.concepts.params import DEFAULT_PARAMS, MIN_SIDE_PX, SegmentationParams
 from mtlutils.concepts.patch import (
     _NUCLEAR as _NUCLEAR,  # the tests check these are NaN without nuclei
@@ -102,6 +105,7 @@ __all__ = [
     "glcm_features",
     "ground_truth_agreement",
     "hematoxylin_od",
+    "instance_agreement",
     "normalisation_effect",
     "nuclei_properties",
     "patch_concepts",

@@ -17,6 +17,11 @@ _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
 _OD_LUT = optical_density(np.arange(256, dtype=np.uint8)).astype(np.float32)
 # Hematoxylin OD contributed by each 8-bit value of channel c: OD(I) × (HED_FROM_RGB)[c, H].
 _H_LUTS = tuple((_OD_LUT.astype(np.float64) * _HED_FROM_RGB[c, 0]).astype(np.float32) for c in range(3))
+# ... and by stain k (0 hematoxylin, 1 eosin, 2 residual)
+_STAIN_LUTS = tuple(
+    tuple((_OD_LUT.astype(np.float64) * _HED_FROM_RGB[c, k]).astype(np.float32) for c in range(3))
+    for k in range(3)
+)
 
 
 def od_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,6 +36,13 @@ def od_maps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     density = od_r + od_g + od_b
     chroma = np.maximum(np.maximum(od_r, od_g), od_b) - np.minimum(np.minimum(od_r, od_g), od_b)
     return h, density, chroma
+
+
+def stain_od_unchecked(image: np.ndarray, stain: int) -> np.ndarray:
+    """Optical density (H, W) float32 of stain 0 (hematoxylin), 1 (eosin) or 2 (residual) of a checked
+    RGB uint8 image (Ruifrok unmixing)."""
+    luts = _STAIN_LUTS[stain]
+    return luts[0][image[..., 0]] + luts[1][image[..., 1]] + luts[2][image[..., 2]]
 
 
 def hematoxylin_od(image: np.ndarray) -> np.ndarray:

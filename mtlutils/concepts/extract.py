@@ -19,7 +19,7 @@ from mtlutils.core.parallel import check_workers, parallel_map
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes do not need it
     import pandas as pd
 
-CONCEPTS_VERSION = 2  #: bump when the algorithm changes, so that caches are recomputed
+CONCEPTS_VERSION = 3  #: bump when the algorithm changes, so that caches are recomputed
 CACHE_DIR = "concepts_cache"
 CONCEPTS_FILE = "concepts.csv"
 SCALER_FILE = "concept_scaler.json"

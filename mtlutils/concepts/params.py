@@ -18,8 +18,10 @@ MIN_SIDE_PX = 32  #: smallest patch side accepted (GLCM and segmentation need ro
 class SegmentationParams:
     """Settings of :func:`segment_nuclei`; lengths in µm, areas in µm², optical densities in OD units.
 
-    The defaults were checked by eye on real H&E (skin, 0.5 and 0.25 µm/px) and are not tuned to the
-    synthetic cohort. Thresholds are relative to each patch's own hematoxylin statistics, so they follow
+    The defaults were checked by eye on real H&E (skin, 0.5 and 0.25 µm/px), then calibrated on the
+    calibration part of annotated real 40x nuclei (:mod:`mtlutils.concepts.realdata`, ``bench/real_nuclei.py``:
+    contrast floor, smallest nucleus, opening, marker spacing, neck depth, colour tests); they are not
+    tuned to the synthetic cohort. Thresholds are relative to each patch's own hematoxylin statistics, so they follow
     a change of stain; only the tissue test and ``min_contrast_od`` are absolute optical densities, in
     the units of :func:`mtlutils.data.stain.optical_density` (natural log, white level 240). They were
     tuned with OD = log10(256 / (I + 1)) and converted: ln 10 × the old value (0.15 → 0.152 for the
@@ -31,17 +33,19 @@ class SegmentationParams:
     tissue_chroma_od: float = 0.115  #: ... if its OD chroma (max − min over RGB) also exceeds this
     tissue_smooth_um: float = 2.0  #: smoothing of the optical density for the tissue mask
     min_tissue_fraction: float = 0.05  #: below this the patch is flagged ``no_tissue``
-    min_contrast_od: float = 0.138  #: span = Otsu − mean H of the pale class; below this: no nuclei
+    min_contrast_od: float = 0.07  #: span = Otsu − mean H of the pale class; below this: no nuclei
     pale_level: float = 0.35  #: pale nuclei: H above (pale class mean) + pale_level × span ...
     pale_local: float = 0.25  #: ... and above the local mean H by pale_local × span
     local_window_um: float = 20.0  #: side of the box that defines the local mean H
     hole_area_um2: float = 20.0  #: holes inside a nucleus smaller than this are filled
-    open_radius_um: float = 1.0  #: opening radius: removes threads thinner than ~2 radii
-    min_area_um2: float = 10.0  #: objects and watershed fragments smaller than this are dropped
+    open_radius_um: float = 0.75  #: opening radius: removes threads thinner than ~2 radii
+    min_area_um2: float = 5.0  #: objects and watershed fragments smaller than this are dropped
     core_levels: int = 2  #: darker cores whose distance maps are added to the mask's (see segment.py)
     core_step: float = 0.5  #: core k is H > Otsu + k × core_step × span
-    peak_distance_um: float = 2.0  #: minimum distance between two nucleus centres (markers)
-    split_depth_um: float = 0.3  #: markers stay apart if the neck between them is this deep (summed map)
+    peak_distance_um: float = 1.0  #: minimum distance between two nucleus centres (markers)
+    split_depth_um: float = 0.05  #: markers stay apart if the neck between them is this deep (summed map)
+    min_h_share: float = 0.45  #: nuclei need mean H / (H + E) OD >= this: red cells and eosin are not nuclei
+    min_chroma_ratio: float = 0.1  #: ... and OD chroma / OD (of their mean OD) >= this: black pigment is grey
     edge_level: float = 0.45  #: nucleus edge: this fraction of the way from background H to its peak
     max_mpp: float = 0.6  #: coarser images are refused (nuclei would be a few pixels across)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from mtlutils.concepts.deconvolution import od_maps, tissue_from_od
+from mtlutils.concepts.deconvolution import _OD_LUT, od_maps, stain_od_unchecked, tissue_from_od
 from mtlutils.concepts.params import DEFAULT_PARAMS, SegmentationParams, check_image, check_mpp
 
 
@@ -200,10 +200,44 @@ def _trim_to_edges(
     return np.where(keep, labels, 0).astype(np.int32)
 
 
+def _drop_off_colour(
+    labels: np.ndarray, n: int, h: np.ndarray, image: np.ndarray, params: SegmentationParams
+) -> np.ndarray:
+    """Zero the labels whose colour is not a stain's: mean H / (H + E) of optical density below
+    ``params.min_h_share``, or chroma / sum of their mean RGB optical density below ``min_chroma_ratio``.
+
+    Red blood cells have a positive H component in Ruifrok's unmixing and pass the H threshold in a
+    patch without nuclei, but their OD is mostly eosin; black pigment (ink, carbon) is dark but grey.
+    Both tests are ratios, so they do not depend on the stain's strength. (A test on the residual stain
+    vector would also catch brown pigment, but stains far from Ruifrok's vectors load it too.)
+    """
+    if n == 0:
+        return labels
+    index = labels.ravel()
+    h_sum = np.bincount(index, weights=np.maximum(h, 0).ravel(), minlength=n + 1)
+    e_sum = np.bincount(index, weights=np.maximum(stain_od_unchecked(image, 1), 0).ravel(), minlength=n + 1)
+    share = h_sum / np.maximum(h_sum + e_sum, 1e-9)
+    drop = share < params.min_h_share
+    if params.min_chroma_ratio > 0:
+        rgb = np.stack(
+            [np.bincount(index, weights=_OD_LUT[image[..., c]].ravel(), minlength=n + 1) for c in range(3)]
+        )
+        chroma = rgb.max(axis=0) - rgb.min(axis=0)
+        drop |= chroma < params.min_chroma_ratio * np.maximum(rgb.sum(axis=0), 1e-9)
+    drop[0] = False
+    return np.where(drop[labels], 0, labels) if drop.any() else labels
+
+
 def segment_with_maps(
     image: np.ndarray, mpp: float, params: SegmentationParams
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Segmentation on checked inputs; returns labels and the intermediate images reused by concepts."""
+    """Segmentation on checked inputs; returns labels and the intermediate images.
+
+    ``extras`` holds ``h`` (hematoxylin OD), ``tissue`` (mask) and, when the patch has a nuclear
+    population, the steps in order: ``h_smooth``, ``foreground`` (mask), ``distance`` (summed distance
+    map, px), ``markers`` ((k, 2) row/col of the watershed seeds), ``basins`` (watershed labels after
+    merging shallow necks, before edge trimming) and the thresholds ``pale_mean``, ``span`` (OD).
+    """
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
@@ -211,9 +245,10 @@ def segment_with_maps(
     tissue = tissue_from_od(density, chroma, mpp, params)
     sigma = params.smooth_um / mpp
     h_smooth = ndi.gaussian_filter(h, sigma, truncate=3.0) if sigma > 0 else h
-    extras = {"h": h, "tissue": tissue}
+    extras: dict[str, Any] = {"h": h, "tissue": tissue, "h_smooth": h_smooth}
     foreground, pale_mean, span = _nuclear_foreground(h_smooth, tissue, mpp, params)
     otsu = pale_mean + span
+    extras.update(foreground=foreground, pale_mean=pale_mean, span=span)
     if not foreground.any():
         return np.zeros(image.shape[:2], dtype=np.int32), extras
 
@@ -243,12 +278,16 @@ def segment_with_maps(
         labels = np.where(unlabelled, lut[components], labels)
         n += len(missing)
     labels, n = _merge_shallow_basins(labels, n, dist, params.split_depth_um / mpp)
+    extras.update(distance=dist, markers=peaks, basins=labels)
     min_px = params.min_area_um2 / (mpp * mpp)
     labels = _drop_small(labels, n, min_px)
     if params.edge_level > 0:
         labels = _trim_to_edges(labels, n, h_smooth, pale_mean, params.edge_level, min_px)
+    labels = _drop_off_colour(labels, n, h, image, params)
     # consecutive ids 1..n
     ids = np.unique(labels)
+    if ids[-1] == 0:
+        return np.zeros(image.shape[:2], dtype=np.int32), extras
     lut = np.zeros(int(ids.max()) + 1, dtype=np.int32)
     lut[ids] = np.arange(len(ids), dtype=np.int32)
     return lut[labels], extras
