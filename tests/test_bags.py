@@ -13,7 +13,7 @@ from mtlutils.bags import BagCohortConfig, build_bag_cohort, get_encoder, plan_b
 from mtlutils.bags.card import bag_card, format_bag_card
 from mtlutils.bags.readers import load_bag_cohort, load_bags, read_feature_file
 from mtlutils.core.cli import main
-from mtlutils.core.io import write_h5
+from mtlutils.core.hdf5 import write_h5
 
 TINY = BagCohortConfig(n_patients=12, n_external=4, tiles=(2, 3), two_slides=0.5)
 

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlutils.core import cli
+from mtlutils.core import cli, hdf5
 from mtlutils.core import io as mio
+from mtlutils.data import pyramid
 
 MPP = 0.5
 SIDE = 512  # tiny slides: 2 x 2 tiles of 224 px at 0.5 µm/px
@@ -39,9 +40,9 @@ def _pink(tissue: bool = True, seed: int = 0) -> np.ndarray:
 def slide_dir(tmp_path_factory) -> Path:
     """Tiny slides: good, without MPP, all white, truncated, and a text file named .tiff."""
     folder = tmp_path_factory.mktemp("cli_slides")
-    mio.write_pyramidal_tiff(folder / "good.tiff", _pink(), mpp=MPP)
-    mio.write_pyramidal_tiff(folder / "nompp.tiff", _pink(), mpp=None)
-    mio.write_pyramidal_tiff(folder / "blank.tiff", _pink(tissue=False), mpp=MPP)
+    pyramid.write_pyramidal_tiff(folder / "good.tiff", _pink(), mpp=MPP)
+    pyramid.write_pyramidal_tiff(folder / "nompp.tiff", _pink(), mpp=None)
+    pyramid.write_pyramidal_tiff(folder / "blank.tiff", _pink(tissue=False), mpp=MPP)
     data = (folder / "good.tiff").read_bytes()
     (folder / "cut.tiff").write_bytes(data[: len(data) // 2])
     (folder / "notes.tiff").write_text("these are my notes, not a slide\n" * 40)
@@ -281,11 +282,11 @@ def test_tile_real_slide_without_labels(real_slide, tmp_path, capsys):
     index = pd.read_csv(out / "index.csv")
     assert 0 < len(index) <= 8 and index["label"].isna().all()  # no annotation, has_tumour unknown
     assert f"wrote {len(index)} patches from 1 slides" in stdout
-    attrs = mio.read_h5_attrs(out / "CMU-1-small.h5")
+    attrs = hdf5.read_h5_attrs(out / "CMU-1-small.h5")
     assert attrs["tile_mpp"] == pytest.approx(0.5) and attrs["tile_px"] == 224
     assert attrs["mpp"] == pytest.approx(0.499, abs=0.01)  # Aperio 20x metadata, used as is
     assert attrs["actual_tile_mpp"] == pytest.approx(0.5, rel=0.02)
-    assert mio.h5_length(out / "CMU-1-small.h5", "images") == len(index)
+    assert hdf5.h5_length(out / "CMU-1-small.h5", "images") == len(index)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from mtlutils import concepts as C
+from mtlutils.core import hdf5
 from mtlutils.core import io as mio
 
 STROMA_RGB = (235, 160, 200)  # eosin-pink tissue
@@ -367,7 +368,7 @@ def write_patch_dir(folder: Path, tile_mpp: float = 0.5) -> pd.DataFrame:
     rows = []
     for slide_id, images in slides.items():
         attrs = {"tile_mpp": tile_mpp, "tile_px": 128}
-        mio.write_h5(folder / f"{slide_id}.h5", {"images": np.stack(images)}, attrs=attrs)
+        hdf5.write_h5(folder / f"{slide_id}.h5", {"images": np.stack(images)}, attrs=attrs)
         split = "train" if slide_id == "s1" else "test"
         rows += [
             {"slide_id": slide_id, "center": "A", "split": split, "row": r, "file": f"{slide_id}.h5"}

@@ -182,19 +182,23 @@ def test_run_plan_trains_predicts_and_evaluates_every_row():
 
 def test_uncertainty_settling_compares_final_s_with_the_stationary_value():
     # two runs, last epochs: tumour (classification) s* = log(2 L), count (regression) s* = log(L)
-    history = pd.DataFrame({
-        "run": ["a", "a", "b", "b"],
-        "log_var.tumour": [0.0, np.log(2 * 0.3), 0.0, np.log(2 * 0.3) + 0.2],
-        "loss.tumour": [0.5, 0.3, 0.5, 0.3],
-        "weight.tumour": [1.0, 1 / 0.6, 1.0, 1.0],
-        "log_var.count": [0.0, np.log(0.8), 0.0, np.log(0.8)],
-        "loss.count": [1.0, 0.8, 1.0, 0.8],
-        "weight.count": [0.5, 0.625, 0.5, 0.625],
-    })
+    history = pd.DataFrame(
+        {
+            "run": ["a", "a", "b", "b"],
+            "log_var.tumour": [0.0, np.log(2 * 0.3), 0.0, np.log(2 * 0.3) + 0.2],
+            "loss.tumour": [0.5, 0.3, 0.5, 0.3],
+            "weight.tumour": [1.0, 1 / 0.6, 1.0, 1.0],
+            "log_var.count": [0.0, np.log(0.8), 0.0, np.log(0.8)],
+            "loss.count": [1.0, 0.8, 1.0, 0.8],
+            "weight.count": [0.5, 0.625, 0.5, 0.625],
+        }
+    )
     table = guided.uncertainty_settling(history, {"tumour": "binary", "count": "regression"})
     assert table.loc["tumour", "s_star"] == pytest.approx(np.log(0.6))
     assert table.loc["tumour", "gap"] == pytest.approx(0.1)  # mean of 0 and 0.2
-    assert table.loc["count", "s_star"] == pytest.approx(np.log(0.8)) and table.loc["count", "gap"] == pytest.approx(0)
+    assert table.loc["count", "s_star"] == pytest.approx(np.log(0.8)) and table.loc[
+        "count", "gap"
+    ] == pytest.approx(0)
 
 
 def test_probe_sentences_place_each_model_against_the_floor():

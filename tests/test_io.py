@@ -10,7 +10,9 @@ import numpy as np
 import openslide
 import pytest
 
+from mtlutils.core import hdf5
 from mtlutils.core import io as mio
+from mtlutils.data import pyramid
 
 
 def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
@@ -75,7 +77,7 @@ def random_rgb():
 
 def test_pyramidal_tiff_round_trips_through_openslide(tmp_path, random_rgb):
     path = tmp_path / "slide.tiff"
-    mio.write_pyramidal_tiff(path, random_rgb, mpp=0.5)
+    pyramid.write_pyramidal_tiff(path, random_rgb, mpp=0.5)
     with openslide.OpenSlide(path) as slide:
         assert slide.properties["openslide.vendor"] == "generic-tiff"
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.5, rel=1e-6)
@@ -92,7 +94,7 @@ def test_pyramidal_tiff_round_trips_through_openslide(tmp_path, random_rgb):
 
 def test_pyramidal_tiff_without_mpp_and_odd_sizes(tmp_path, random_rgb):
     path = tmp_path / "nompp.tiff"
-    mio.write_pyramidal_tiff(path, random_rgb[:1001, :1537], mpp=None, tile=128)
+    pyramid.write_pyramidal_tiff(path, random_rgb[:1001, :1537], mpp=None, tile=128)
     with openslide.OpenSlide(path) as slide:
         assert "openslide.mpp-x" not in slide.properties
         assert slide.dimensions == (1537, 1001)
@@ -102,11 +104,11 @@ def test_pyramidal_tiff_without_mpp_and_odd_sizes(tmp_path, random_rgb):
 
 def test_pyramidal_tiff_rejects_bad_input_without_leaving_files(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
-        mio.write_pyramidal_tiff(tmp_path / "x.tiff", np.zeros((64, 64, 3), dtype=np.float32), mpp=0.5)
+        pyramid.write_pyramidal_tiff(tmp_path / "x.tiff", np.zeros((64, 64, 3), dtype=np.float32), mpp=0.5)
     with pytest.raises(ValueError, match="mpp"):
-        mio.write_pyramidal_tiff(tmp_path / "x.tiff", np.zeros((64, 64, 3), dtype=np.uint8), mpp=-1)
+        pyramid.write_pyramidal_tiff(tmp_path / "x.tiff", np.zeros((64, 64, 3), dtype=np.uint8), mpp=-1)
     with pytest.raises(ValueError, match="tile"):
-        mio.write_pyramidal_tiff(
+        pyramid.write_pyramidal_tiff(
             tmp_path / "x.tiff", np.zeros((64, 64, 3), dtype=np.uint8), mpp=0.5, tile=100
         )
     assert list(tmp_path.iterdir()) == []
@@ -118,36 +120,36 @@ def test_h5_round_trip_with_rows_and_attrs(tmp_path):
     labels = np.arange(10, dtype=np.float32)
     names = np.array([f"t{i}" for i in range(10)])
     attrs = {"slide_id": "s1", "mpp": 0.5, "params": {"a": 1, "b": [1, 2]}, "none": None, "flag": True}
-    path = mio.write_h5(tmp_path / "c.h5", {"images": images, "label": labels, "names": names}, attrs)
+    path = hdf5.write_h5(tmp_path / "c.h5", {"images": images, "label": labels, "names": names}, attrs)
     with h5py.File(path) as h5:
         assert h5["images"].chunks == (1, 32, 32, 3)  # one tile per chunk
         assert h5["images"].compression is None and h5["label"].compression == "gzip"
-    arrays, read_attrs = mio.read_h5(path)
+    arrays, read_attrs = hdf5.read_h5(path)
     np.testing.assert_array_equal(arrays["images"], images)
     assert list(arrays["names"]) == list(names)
     assert read_attrs == attrs
     rows = [7, 2, 2, 9, 3, 4, 5, -1]  # any order, repeats, runs, negative
-    subset, _ = mio.read_h5(path, keys=["images", "label"], rows=rows)
+    subset, _ = hdf5.read_h5(path, keys=["images", "label"], rows=rows)
     np.testing.assert_array_equal(subset["images"], images[rows])
     np.testing.assert_array_equal(subset["label"], labels[rows])
-    assert mio.h5_length(path, "images") == 10
+    assert hdf5.h5_length(path, "images") == 10
     with pytest.raises(IndexError, match="out of range"):
-        mio.read_h5(path, keys=["label"], rows=[10])
-    gz = mio.write_h5(tmp_path / "gz.h5", {"images": images}, compression="gzip")
-    np.testing.assert_array_equal(mio.read_h5(gz, rows=[3, 1])[0]["images"], images[[3, 1]])
-    assert mio.read_h5_attrs(path)["params"] == {"a": 1, "b": [1, 2]}
+        hdf5.read_h5(path, keys=["label"], rows=[10])
+    gz = hdf5.write_h5(tmp_path / "gz.h5", {"images": images}, compression="gzip")
+    np.testing.assert_array_equal(hdf5.read_h5(gz, rows=[3, 1])[0]["images"], images[[3, 1]])
+    assert hdf5.read_h5_attrs(path)["params"] == {"a": 1, "b": [1, 2]}
 
 
 def test_h5_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.h5"):
-        mio.read_h5(tmp_path / "missing.h5")
-    path = mio.write_h5(tmp_path / "c.h5", {"a": np.zeros(3)})
+        hdf5.read_h5(tmp_path / "missing.h5")
+    path = hdf5.write_h5(tmp_path / "c.h5", {"a": np.zeros(3)})
     with pytest.raises(KeyError, match="c.h5"):
-        mio.read_h5(path, keys=["b"])
+        hdf5.read_h5(path, keys=["b"])
 
 
 def test_h5_writer_leaves_nothing_on_error(tmp_path):
-    with pytest.raises(RuntimeError), mio.h5_writer(tmp_path / "x.h5", {"a": 1}) as h5:
-        mio.create_h5_dataset(h5, "images", shape=(4, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(RuntimeError), hdf5.h5_writer(tmp_path / "x.h5", {"a": 1}) as h5:
+        hdf5.create_h5_dataset(h5, "images", shape=(4, 8, 8, 3), dtype=np.uint8)
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from mtlutils import data
+from mtlutils.core import hdf5
 from mtlutils.core import io as mio
-from mtlutils.data import annotations, tiling
+from mtlutils.data import annotations, pyramid, tiling
 
 MPP = 0.5
 WIDTH, HEIGHT = 1792, 1344  # 8 x 6 tiles of 224 px at level 0
@@ -39,9 +40,9 @@ def slide_files(tmp_path_factory):
     """Synthetic pyramidal TIFFs: with MPP, without MPP, without tissue, plus an annotation."""
     folder = tmp_path_factory.mktemp("slides")
     rgb = _pink_slide()
-    mio.write_pyramidal_tiff(folder / "tissue.tiff", rgb, mpp=MPP)
-    mio.write_pyramidal_tiff(folder / "nompp.tiff", rgb, mpp=None)
-    mio.write_pyramidal_tiff(folder / "blank.tiff", _pink_slide(tissue=False), mpp=MPP)
+    pyramid.write_pyramidal_tiff(folder / "tissue.tiff", rgb, mpp=MPP)
+    pyramid.write_pyramidal_tiff(folder / "nompp.tiff", rgb, mpp=None)
+    pyramid.write_pyramidal_tiff(folder / "blank.tiff", _pink_slide(tissue=False), mpp=MPP)
     annotations.write_asap_xml(folder / "tissue.xml", [_tumour_polygon()])
     return {"folder": folder, "rgb": rgb}
 
@@ -465,7 +466,7 @@ def test_tile_cohort_writes_index_cache_and_loads(cohort, tmp_path):
             and h5.attrs["tile_mpp"] == 0.5
         )
         assert str(h5.attrs["source"]).endswith("tissue.tiff")
-    assert mio.read_h5_attrs(out / "s3.h5")["mpp_source"] == "override"  # manifest mpp column
+    assert hdf5.read_h5_attrs(out / "s3.h5")["mpp_source"] == "override"  # manifest mpp column
     from PIL import Image
 
     qc = np.asarray(Image.open(out / "qc" / "s1.png"))
@@ -501,7 +502,7 @@ def test_tile_cohort_is_resumable_and_atomic(cohort, tmp_path, monkeypatch):
     (out / ".s1.tmp-999-deadbeef.h5").write_bytes(b"partial")
     (out / "s2.h5").write_bytes(b"garbage, not HDF5")
     data.tile_cohort(cohort, out, show_progress=False)
-    assert mio.h5_length(out / "s2.h5", "images") == 30
+    assert hdf5.h5_length(out / "s2.h5", "images") == 30
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("s*.h5")}
 
     index = data.tile_cohort(cohort, out, show_progress=False)
@@ -511,7 +512,7 @@ def test_tile_cohort_is_resumable_and_atomic(cohort, tmp_path, monkeypatch):
 
     # other parameters: rebuilt
     data.tile_cohort(cohort, out, tile_px=112, show_progress=False)
-    assert mio.read_h5_attrs(out / "s1.h5")["tile_px"] == 112
+    assert hdf5.read_h5_attrs(out / "s1.h5")["tile_px"] == 112
 
     # a crash in the middle of writing leaves the previous file and no temporary file
     calls = {"n": 0}
@@ -527,7 +528,7 @@ def test_tile_cohort_is_resumable_and_atomic(cohort, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         data.tile_cohort(cohort, out, tile_px=224, show_progress=False)
     assert calls["n"] == 1
-    assert mio.read_h5_attrs(out / "s1.h5")["tile_px"] == 112  # old complete file untouched
+    assert hdf5.read_h5_attrs(out / "s1.h5")["tile_px"] == 112  # old complete file untouched
     leftovers = [p.name for p in out.iterdir() if mio.is_temp_file(p)]
     assert leftovers == [".s1.tmp-999-deadbeef.h5"]  # only the one planted above
 

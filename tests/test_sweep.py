@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from mtlutils.core.cli import main
-from mtlutils.core.io import atomic_write_json, write_h5
+from mtlutils.core.hdf5 import write_h5
+from mtlutils.core.io import atomic_write_json
 from mtlutils.experiments import bag_protocol
 from mtlutils.experiments.sweep import check_methods, paper_b_methods, run_sweep
 from mtlutils.mil import MILTrainConfig

@@ -320,7 +320,9 @@ def test_fit_many_workers_reproduce_the_in_process_runs(cohort):
         pd.testing.assert_frame_equal(comparable(local[name].history), comparable(pooled[name].history))
 
 
-@pytest.mark.parametrize(("weighting", "gradient"), [("autol", "none"), ("dwa", "pcgrad"), ("uncert", "cagrad")])
+@pytest.mark.parametrize(
+    ("weighting", "gradient"), [("autol", "none"), ("dwa", "pcgrad"), ("uncert", "cagrad")]
+)
 def test_paper_b_balancers_train_the_guided_cnn_through_fit(cohort, weighting, gradient):
     # the loop hands Auto-Lambda its optimizer and a second batch; every balancer of notebook 04 must
     # also drive notebook 03's CNN through the same call sequence

@@ -28,15 +28,8 @@ import pandas as pd
 
 from mtlutils.bags.cohort import BagCohortConfig, plan_bag_cohort
 from mtlutils.bags.encoders import DEFAULT_ENCODER, get_encoder
-from mtlutils.core.io import (
-    atomic_write_json,
-    atomic_write_text,
-    create_h5_dataset,
-    ensure_writable_dir,
-    h5_writer,
-    read_h5,
-    read_h5_attrs,
-)
+from mtlutils.core.hdf5 import create_h5_dataset, h5_writer, read_h5, read_h5_attrs
+from mtlutils.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from mtlutils.core.parallel import parallel_map
 from mtlutils.core.runtime import cpu_count
 

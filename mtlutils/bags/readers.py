@@ -80,7 +80,7 @@ def read_feature_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """(feats (n, d) float32, coords (n, 2), attributes) of a STAMP (``feats``) or CLAM (``features``) file."""
     import h5py
 
-    from mtlutils.core.io import read_h5_attrs
+    from mtlutils.core.hdf5 import read_h5_attrs
 
     path = Path(path)
     if not path.is_file():

@@ -51,9 +51,9 @@ def _concepts_of_h5_rows(
     path: str, start: int, stop: int, mpp: float, params: SegmentationParams
 ) -> dict[str, np.ndarray]:
     """Concept columns of rows start..stop of a slide file's ``images`` (one worker task)."""
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
-    arrays, _ = mio.read_h5(path, keys=["images"], rows=np.arange(start, stop))
+    arrays, _ = hdf5.read_h5(path, keys=["images"], rows=np.arange(start, stop))
     images = arrays["images"]
     return _concepts_of_images(list(images), [mpp] * len(images), params)
 
@@ -117,7 +117,7 @@ def _stale_slides(
     folder: Path, files: Sequence[str], cache_dir: Path, params: SegmentationParams, overwrite: bool
 ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, float]]:
     """(file, cache key) of the slides whose cache is missing or out of date, and every file's tile mpp."""
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     todo: list[tuple[str, dict[str, Any]]] = []
     tile_mpps: dict[str, float] = {}
@@ -127,16 +127,16 @@ def _stale_slides(
             raise FileNotFoundError(
                 f"patch file {source} listed in {folder / 'index.csv'} is missing; run tile_cohort again"
             )
-        tile_mpp = mio.read_h5_attrs(source).get("tile_mpp")
+        tile_mpp = hdf5.read_h5_attrs(source).get("tile_mpp")
         if tile_mpp is None:
             raise ValueError(f"{source} has no tile_mpp attribute; re-tile it with data.tile_cohort")
         tile_mpps[file] = float(tile_mpp)
         check_mpp(tile_mpp, params, what=f"{source.name} tile_mpp")
-        key = _cache_key(params, source, float(tile_mpp), mio.h5_length(source, "images"))
+        key = _cache_key(params, source, float(tile_mpp), hdf5.h5_length(source, "images"))
         cached = cache_dir / Path(file).name
         if not overwrite and cached.is_file():
             try:
-                if mio.read_h5_attrs(cached).get("cache_key") == key:
+                if hdf5.read_h5_attrs(cached).get("cache_key") == key:
                     continue
             except OSError:
                 pass  # unreadable cache: compute again
@@ -154,7 +154,7 @@ def _fill_cache(
     chunk_size: int,
 ) -> None:
     """Compute the concepts of the ``todo`` slides in chunks; write each slide's cache once it is complete."""
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     tasks: list[tuple[Any, ...]] = []
     owner: list[str] = []
@@ -169,7 +169,7 @@ def _fill_cache(
     keys = dict(todo)
     for file, key in todo:  # slides without patches still get an (empty) cache
         if key["n_rows"] == 0:
-            mio.write_h5(cache_dir / Path(file).name, _rows_to_arrays([]), attrs={"cache_key": key})
+            hdf5.write_h5(cache_dir / Path(file).name, _rows_to_arrays([]), attrs={"cache_key": key})
     if not tasks:
         return
     for i, result in enumerate(parallel_map(_concepts_of_h5_rows, tasks, workers=workers, desc=DESC)):
@@ -179,19 +179,19 @@ def _fill_cache(
         if remaining[file] == 0:  # slide complete: write its cache at once (resumable)
             parts = [r for _, r in sorted(pending.pop(file), key=lambda item: item[0])]
             arrays = {name: np.concatenate([p[name] for p in parts]) for name in CONCEPT_COLUMNS}
-            mio.write_h5(cache_dir / Path(file).name, arrays, attrs={"cache_key": keys[file]})
+            hdf5.write_h5(cache_dir / Path(file).name, arrays, attrs={"cache_key": keys[file]})
 
 
 def _table_from_cache(folder: Path, cache_dir: Path, index: pd.DataFrame) -> pd.DataFrame:
     """One row of concepts per row of ``index`` (same order), led by its key columns."""
     import pandas as pd
 
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     columns: dict[str, list[np.ndarray]] = {name: [] for name in CONCEPT_COLUMNS}
     order: list[np.ndarray] = []
     for file, group in index.groupby("file", sort=False):
-        arrays, _ = mio.read_h5(cache_dir / Path(str(file)).name, keys=list(CONCEPT_COLUMNS))
+        arrays, _ = hdf5.read_h5(cache_dir / Path(str(file)).name, keys=list(CONCEPT_COLUMNS))
         rows = group["row"].to_numpy(dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(arrays["n_nuclei"])):
             raise ValueError(

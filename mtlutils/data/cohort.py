@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtlutils.core import hdf5
 from mtlutils.core import io as mio
 from mtlutils.core.parallel import check_workers, parallel_map
 from mtlutils.data.manifest import read_manifest, validate_manifest
@@ -76,7 +77,7 @@ def _tile_one_slide(
         }
         if target.exists():
             try:
-                if mio.read_h5_attrs(target).get("cache_key") == key:
+                if hdf5.read_h5_attrs(target).get("cache_key") == key:
                     return {"slide_id": row["slide_id"], "skipped": True}
             except OSError:
                 pass  # unreadable or corrupt cache: rebuild it
@@ -115,17 +116,17 @@ def _tile_one_slide(
             "cache_key": key,
             **{k: v for k, v in plan.info.items()},
         }
-        with mio.h5_writer(target, attrs) as h5:
-            images = mio.create_h5_dataset(h5, "images", shape=(n, tile_px, tile_px, 3), dtype=np.uint8)
+        with hdf5.h5_writer(target, attrs) as h5:
+            images = hdf5.create_h5_dataset(h5, "images", shape=(n, tile_px, tile_px, 3), dtype=np.uint8)
             for members, block in iter_tile_blocks(slide, plan):
                 if np.all(np.diff(members) == 1):
                     images[int(members[0]) : int(members[-1]) + 1] = block  # runs are consecutive rows
                 else:
                     for k, i in enumerate(members):
                         images[int(i)] = block[k]
-            mio.create_h5_dataset(h5, "coords", data=plan.coords[["x_px", "y_px"]].to_numpy(np.int64))
+            hdf5.create_h5_dataset(h5, "coords", data=plan.coords[["x_px", "y_px"]].to_numpy(np.int64))
             for col in _COORD_DATASETS:
-                mio.create_h5_dataset(h5, col, data=plan.coords[col].to_numpy())
+                hdf5.create_h5_dataset(h5, col, data=plan.coords[col].to_numpy())
         if plan.tissue is not None:
             _save_png(
                 Path(out_dir) / "qc" / f"{row['slide_id']}.png",
@@ -253,7 +254,7 @@ def _build_index(df: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, dict[str, d
     """The patch index (one row per tile of every slide file) and a per-slide summary."""
     frames, per_slide = [], {}
     for row in df.to_dict(orient="records"):
-        arrays, attrs = mio.read_h5(out / f"{row['slide_id']}.h5", keys=list(_COORD_DATASETS))
+        arrays, attrs = hdf5.read_h5(out / f"{row['slide_id']}.h5", keys=list(_COORD_DATASETS))
         per_slide[row["slide_id"]] = {k: attrs.get(k) for k in _SLIDE_SUMMARY}
         frame = pd.DataFrame(arrays)
         for col in _SLIDE_META:

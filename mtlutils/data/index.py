@@ -42,7 +42,7 @@ def read_patch_index(
 
 def patch_dir_mpp(patch_dir: str | os.PathLike) -> float:
     """The µm/px of the patches of a folder written by ``data.tile_cohort`` (its slide files' ``tile_mpp``)."""
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     folder = Path(patch_dir).expanduser()
     index = read_patch_index(folder)
@@ -52,7 +52,7 @@ def patch_dir_mpp(patch_dir: str | os.PathLike) -> float:
             raise FileNotFoundError(
                 f"patch file {folder / file} listed in {INDEX_FILE} is missing; tile again"
             )
-        value = mio.read_h5_attrs(folder / file).get("tile_mpp")
+        value = hdf5.read_h5_attrs(folder / file).get("tile_mpp")
         if value is None:
             raise ValueError(f"{folder / file} has no tile_mpp attribute; re-tile it with data.tile_cohort")
         values.add(float(value))

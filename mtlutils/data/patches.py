@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtlutils.core import io as mio
+from mtlutils.core import hdf5
 from mtlutils.data.index import INDEX_FILE, read_patch_index
 
 __all__ = ["PatchSet", "load_patches"]
@@ -57,7 +57,7 @@ def load_patches(
                     f"patch folder {folder}: no patch with {col} in {wanted}; available: {available}"
                 )
     meta = meta.loc[selected].reset_index(drop=True)
-    first = mio.read_h5_attrs(folder / meta["file"].iloc[0])
+    first = hdf5.read_h5_attrs(folder / meta["file"].iloc[0])
     tile_px = int(first["tile_px"])
     images = np.empty((len(meta), tile_px, tile_px, 3), dtype=np.uint8)
     for file, group in meta.groupby("file", sort=False):
@@ -66,6 +66,6 @@ def load_patches(
             raise FileNotFoundError(
                 f"patch file {path} listed in {index_path} is missing; run tile_cohort again to rebuild it"
             )
-        arrays, _ = mio.read_h5(path, keys=["images"], rows=group["row"].to_numpy())
+        arrays, _ = hdf5.read_h5(path, keys=["images"], rows=group["row"].to_numpy())
         images[group.index.to_numpy()] = arrays["images"]
     return PatchSet(images=images, meta=meta)

@@ -141,8 +141,9 @@ def _slide_files(out: Path, slide_id: str) -> dict[str, Path]:
 
 def _write_slide(job: dict[str, Any]) -> dict[str, Any]:
     """Render one slide and write its nuclei table, annotation and TIFF (each atomically, TIFF last)."""
-    from mtlutils.core.io import atomic_path, write_pyramidal_tiff
+    from mtlutils.core.io import atomic_path
     from mtlutils.data.annotations import write_asap_xml
+    from mtlutils.data.pyramid import write_pyramidal_tiff
 
     slide = generate_slide(
         job["index"],

@@ -125,7 +125,7 @@ def patch_dir_ground_truth(
     row. ``tissue_fraction``: one value per index row (e.g. ``concepts.csv``'s ``tissue_fraction``),
     or None for the whole patch area.
     """
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     folder, cohort = Path(patch_dir).expanduser(), Path(cohort_dir).expanduser()
     index_path = _index_path(folder)
@@ -143,7 +143,7 @@ def patch_dir_ground_truth(
         )
     parts = []
     for (slide_id, file), group in index[keep].groupby(["slide_id", "file"], sort=False):
-        attrs = mio.read_h5_attrs(folder / str(file))
+        attrs = hdf5.read_h5_attrs(folder / str(file))
         if "tile_size_px" not in attrs:
             raise ValueError(f"{folder / str(file)} has no tile_size_px attribute; tile the cohort again")
         truth = patch_ground_truth(
@@ -202,7 +202,7 @@ def patch_dir_true_nuclei(
 ) -> list[pd.DataFrame]:
     """:func:`nuclei_in_patch` for the patches at positions ``rows`` of ``patch_dir/index.csv`` (in
     that order): the true nuclei of each patch, centroids in patch-image pixels (for overlays)."""
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     folder = Path(patch_dir).expanduser()
     index_path = _index_path(folder)
@@ -215,7 +215,7 @@ def patch_dir_true_nuclei(
         row = index.iloc[int(position)]
         if row["slide_id"] not in tables:
             tables[row["slide_id"]] = read_nuclei(cohort_dir, row["slide_id"])
-        attrs = mio.read_h5_attrs(folder / row["file"])
+        attrs = hdf5.read_h5_attrs(folder / row["file"])
         out.append(
             nuclei_in_patch(
                 tables[row["slide_id"]],
@@ -277,14 +277,14 @@ def patch_dir_true_labels(patch_dir: str | os.PathLike, cohort_dir: str | os.Pat
     index's ``label``, which comes from the annotation XML), ``n_mimic`` (nuclei of the
     :data:`MIMIC_TYPES`) and ``has_mimic`` (``n_mimic >= MIMIC_MIN_NUCLEI``).
     """
-    from mtlutils.core import io as mio
+    from mtlutils.core import hdf5
 
     folder = Path(patch_dir).expanduser()
     _index_path(folder)
     index = read_patch_index(folder, required=("slide_id", "file", "x_px", "y_px"))
     out = pd.DataFrame(index=index.index, columns=list(TRUE_LABEL_COLUMNS), dtype=float)
     for (slide_id, file), group in index.groupby(["slide_id", "file"], sort=False):
-        size = float(mio.read_h5_attrs(folder / str(file))["tile_size_px"])
+        size = float(hdf5.read_h5_attrs(folder / str(file))["tile_size_px"])
         corners = group[["x_px", "y_px"]].to_numpy(np.float64)
         fraction = _box_fractions(true_regions(cohort_dir, str(slide_id)), corners, size)
         nuclei = read_nuclei(cohort_dir, str(slide_id))
