@@ -6,7 +6,10 @@ STAMP := $(VENV)/.mtlutils-installed
 OUT ?= runs/latest
 MODE ?= default
 
-.PHONY: install tutorial quick test lab lint format bench clean
+.PHONY: help install tutorial quick test lab lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed -E 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,12 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name mtlutils --display-name "Python (mtlutils)" >/dev/null
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install the project (once)
 
 tutorial: install  ## run every notebook (MODE=default|quick|full) into $(OUT)
 	$(PY) -m mtlutils run $(if $(filter quick,$(MODE)),--quick,)$(if $(filter full,$(MODE)),--full,) --out $(OUT)
 
-quick: install
+quick: install  ## the tutorial in quick mode
 	$(MAKE) tutorial MODE=quick
 
 test: install  ## unit tests + every notebook in quick mode
@@ -29,16 +32,16 @@ test: install  ## unit tests + every notebook in quick mode
 lab: install  ## JupyterLab with the project's kernel
 	$(VENV)/bin/jupyter lab notebooks/
 
-lint:
+lint:  ## ruff check and format check
 	$(VENV)/bin/ruff check mtlutils tests bench notebooks
 	$(VENV)/bin/ruff format --check mtlutils tests bench
 
-format:
+format:  ## ruff format and fix
 	$(VENV)/bin/ruff format mtlutils tests bench
 	$(VENV)/bin/ruff check --fix mtlutils tests bench
 
 bench: install  ## speed benchmarks; each prints a JSON line last
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
 
-clean:
+clean:  ## remove runs and caches of tools (never data/ or user files)
 	rm -rf runs .pytest_cache .ruff_cache
