@@ -32,7 +32,8 @@ def resample_weights(
     return group_counts[:, index]
 
 
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Central ``level`` percentile interval of bootstrap ``values`` (NaN, NaN when there are none)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if values.size == 0:
@@ -57,7 +58,7 @@ def bootstrap_ci(
     estimate = float(compute_metric(metric, y, score, threshold=threshold)[0])
     values = compute_metric(metric, y, score, resample_weights(y.size, n_boot, seed, groups), threshold)
     values = values[np.isfinite(values)]
-    low, high = _interval(values, level)
+    low, high = percentile_interval(values, level)
     return {
         "metric": metric,
         "estimate": estimate,
@@ -112,7 +113,7 @@ def paired_bootstrap(
         metric, y, b_scores, weights, threshold
     )
     d = d[np.isfinite(d)]
-    low, high = _interval(d, level)
+    low, high = percentile_interval(d, level)
     n = d.size
     p = (
         min(1.0, 2 * min((np.sum(d <= 0) + 1) / (n + 1), (np.sum(d >= 0) + 1) / (n + 1)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtlutils.evaluation.bootstrap import resample_weights
+from mtlutils.evaluation.bootstrap import percentile_interval, resample_weights
 from mtlutils.evaluation.metrics import ArrayLike
 from mtlutils.evaluation.probes import probe_folds
 
@@ -98,8 +98,7 @@ def score_predictions(
     weights = resample_weights(codes.size, n_boot, seed, groups)
     boot = np.mean([balanced_accuracy(codes, p, weights) for p in preds], axis=0)
     boot = boot[np.isfinite(boot)]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(boot, [tail, 100 - tail]) if boot.size else (np.nan, np.nan)
+    low, high = percentile_interval(boot, level)
     acc = float(np.mean([balanced_accuracy(codes, p)[0] for p in preds]))
     # a percentile interval of a skewed statistic may miss its point estimate; widen it to contain it
     return {"acc": acc, "low": float(min(low, acc)), "high": float(max(high, acc)), "n_boot": int(boot.size)}
