@@ -591,3 +591,17 @@ def test_real_slide(real_slide):
     rgb = images.astype(float)
     saturation = (rgb.max(-1) - rgb.min(-1)) / np.maximum(rgb.max(-1), 1)
     assert saturation.mean() > 0.15
+
+
+def test_pyramid_table_marks_the_level_a_target_resolution_reads(slide_files):
+    # the pyramid written at 0.5 µm/px halves per level: a read at 1.0 µm/px uses level 1, at 0.7 level 0
+    with data.open_slide(slide_files["folder"] / "tissue.tiff") as slide:
+        table = data.pyramid_table(slide, 1.0)
+        assert len(table) == slide.level_count >= 2
+        assert table.loc[0, "mpp"] == pytest.approx(MPP)
+        assert table.loc[1, "downsample"] == pytest.approx(2.0, rel=0.01)
+        assert table.index[table["read for target"] == "yes"].tolist() == [1]
+        finer = data.pyramid_table(slide, 0.7)
+        assert finer.index[finer["read for target"] == "yes"].tolist() == [0]
+        with pytest.raises(ValueError, match="target_mpp"):
+            data.pyramid_table(slide, -1)

@@ -33,6 +33,7 @@ from mtlutils.data.wsi import (
     SlideNotFoundError,
     mpp_from_properties,
     open_slide,
+    pyramid_table,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "ManifestError",
     "Slide",
     "open_slide",
+    "pyramid_table",
     "TissueMask",
     "detect_tissue",
     "tile_slide",

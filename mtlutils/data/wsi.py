@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mtlutils.data.units import check_mpp, is_plausible_mpp
 
@@ -249,3 +250,22 @@ def open_slide(
         handle.close()
         raise MissingMPPError(f"slide {path} has no microns-per-pixel (MPP) metadata; {MPP_FIX}")
     return Slide(path, handle, meta_mpp, source)
+
+
+def pyramid_table(slide: Slide, target_mpp: float) -> pd.DataFrame:
+    """The slide's pyramid levels (size in px, downsample, µm/px) and which level a read at
+    ``target_mpp`` µm/px uses: the deepest level not coarser than the target (then resized)."""
+    target_mpp = check_mpp(target_mpp, what="target_mpp")
+    chosen = slide.best_level_for_downsample(target_mpp / slide.mpp)
+    rows = [
+        {
+            "level": level,
+            "width_px": w,
+            "height_px": h,
+            "downsample": ds,
+            "mpp": slide.mpp * ds,
+            "read for target": "yes" if level == chosen else "",
+        }
+        for level, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples))
+    ]
+    return pd.DataFrame(rows).set_index("level")
