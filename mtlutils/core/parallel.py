@@ -8,6 +8,7 @@ the call in ``joblib.parallel_config(backend="dask")`` (see the README's "Scale 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any, TypeVar
@@ -76,7 +77,12 @@ def parallel_map(
             delayed(_call_with_threads)(func, t, threads) for t in tasks
         )
     try:
-        bar = progress(results, desc=desc, total=len(tasks)) if show_progress else results
-        yield from bar
+        with warnings.catch_warnings():
+            # loky restarts workers that its idle timeout stopped between two maps; nothing is lost
+            warnings.filterwarnings(
+                "ignore", message="A worker stopped while some jobs", category=UserWarning
+            )
+            bar = progress(results, desc=desc, total=len(tasks)) if show_progress else results
+            yield from bar
     finally:
         context.__exit__(None, None, None)
