@@ -238,7 +238,16 @@ def test_detect_tissue_area(slide_files):
     assert tissue.mpp == pytest.approx(8.0, rel=0.01)
     assert tissue.mask.shape == (HEIGHT // 16, WIDTH // 16)
     assert tissue.tissue_area_mm2 == pytest.approx(expected_mm2, rel=0.03)
-    assert tissue.overlay().shape == tissue.thumbnail.shape
+    # the QC picture outlines the tissue instead of tinting it: the stain inside stays untouched
+    picture = tissue.overlay()
+    assert picture.shape == tissue.thumbnail.shape
+    changed = (picture != tissue.thumbnail).any(axis=-1)
+    assert changed.any() and not (changed & ~tissue.mask).any()  # only mask pixels are drawn on
+    interior = tissue.mask.copy()
+    interior[1:-1, 1:-1] &= (
+        tissue.mask[:-2, 1:-1] & tissue.mask[2:, 1:-1] & tissue.mask[1:-1, :-2] & tissue.mask[1:-1, 2:]
+    )
+    assert not changed[1:-1, 1:-1][interior[1:-1, 1:-1]].any()
 
 
 def test_tile_at_native_resolution(slide_files):

@@ -144,14 +144,15 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def tile_overlay(tissue: TissueMask, coords: pd.DataFrame, tile_size_px: float, scale: int = 2) -> np.ndarray:
-    """Quality-control picture: the tissue overlay (enlarged ``scale`` x) with each tile's outline,
-    red for tumour, green for normal, blue for unknown label. Returns RGB uint8."""
-    picture = np.repeat(np.repeat(tissue.overlay(alpha=0.25), scale, axis=0), scale, axis=1)
+    """Quality-control picture: the thumbnail with the tissue outline (enlarged ``scale`` x) and each
+    tile's outline in colour-blind-safe colours: vermillion for tumour, blue for normal, reddish purple
+    for an unknown label. Returns RGB uint8."""
+    picture = np.repeat(np.repeat(tissue.overlay(), scale, axis=0), scale, axis=1)
     dx, dy = tissue.downsample
-    colours = {1.0: (220, 30, 30), 0.0: (20, 150, 40)}
+    colours = {1.0: (213, 94, 0), 0.0: (0, 114, 178)}
     h, w = picture.shape[:2]
     for x, y, label in zip(coords["x_px"], coords["y_px"], coords["label"], strict=True):
-        colour = colours.get(float(label), (40, 80, 220)) if not pd.isna(label) else (40, 80, 220)
+        colour = colours.get(float(label), (204, 121, 167)) if not pd.isna(label) else (204, 121, 167)
         x0, y0 = int(x / dx * scale), int(y / dy * scale)
         x1, y1 = (
             min(w - 1, int((x + tile_size_px) / dx * scale) - 1),
