@@ -27,7 +27,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "04": {  # internal / external patients, tiles per slide (min, max), tile px (at 1.14 µm/px), CV folds,
         # maximum epochs, seeds, bootstrap resamples, slides rendered for the encoder probe, balancers
-        # (None: paper B's 16 = weighting x gradient; quick runs a subset)
+        # (None: paper B's 16 = weighting x gradient; quick runs a subset), torchjd aggregators beside them
         "quick": {
             "patients": 40,
             "external": 24,
@@ -39,6 +39,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "boot": 200,
             "probe_slides": 8,
             "methods": ["naive/none", "uncert/pcgrad", "dwa/cagrad", "autol/graddrop"],
+            "extra_methods": ["naive/upgrad"],
         },
         "default": {
             "patients": 200,
@@ -51,6 +52,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "boot": 1000,
             "probe_slides": 32,
             "methods": None,
+            "extra_methods": ["naive/upgrad"],
         },
         "full": {
             "patients": 400,
@@ -63,6 +65,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "boot": 2000,
             "probe_slides": 40,
             "methods": None,
+            "extra_methods": ["naive/upgrad", "naive/mgda", "naive/nash_mtl"],
         },
     },
 }
