@@ -6,6 +6,8 @@ is returned next to it only to show the difference.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from mtlutils.evaluation.metrics import ArrayLike, r2
@@ -57,7 +59,11 @@ def probe_folds(
             raise ValueError("held-out probing by groups needs >= 2 distinct groups")
         if stratify is not None:
             cv = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
-            return list(cv.split(np.zeros(n), stratify, groups))
+            with warnings.catch_warnings():
+                # a class held by fewer groups than folds cannot be in every fold: stratification is then
+                # best effort (sklearn warns once per call); the folds stay grouped and disjoint
+                warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+                return list(cv.split(np.zeros(n), stratify, groups))
         return list(GroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), groups=groups))
     if stratify is not None:
         return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(n), stratify))
