@@ -141,3 +141,15 @@ def test_compare_command_exit_codes(tmp_path, capsys):
     assert "0.25" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_print_env_names_versions_device_threads_and_seed(capsys):
+    import torch
+
+    import mtlutils
+
+    env = mtlutils.print_env(seed=3, device="cpu")
+    line = capsys.readouterr().out.strip()
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["seed"] == 3
+    assert env["torch_threads"] == torch.get_num_threads() and env["mtlutils"] == mtlutils.__version__
+    assert "\n" not in line and "seed 3" in line and f"torch {torch.__version__}" in line

@@ -155,3 +155,25 @@ def test_balancers_on_bags_numbers(quick_run):
         low, high = row["ext_auroc_ci"]
         assert low <= row["ext_auroc"] <= high, row
     assert figures["04.baseline_ext_auroc"] == next(r["ext_auroc"] for r in table if r["weighting"] == "-")
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_same_seed_gives_the_same_figures(quick_run, tmp_path_factory):
+    # reproducibility: the quick tutorial again, from scratch in a new data folder, with the same SEED:
+    # every recorded figure is identical except wall-clock durations
+    from mtlutils.core import summary
+
+    root = tmp_path_factory.mktemp("tutorial-again")
+    try:
+        again = runner.run_notebooks(
+            mode="quick",
+            out_dir=root / "run",
+            parameters={"DATA_DIR": str(root / "data")},
+            show_progress=False,
+        )
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err))
+    differences = summary.compare(quick_run[0], again)
+    timing = differences["key"].str.contains("seconds")
+    assert differences[~timing].empty, differences[~timing].to_string()

@@ -89,3 +89,30 @@ def seed_everything(seed: int) -> np.random.Generator:
     except ImportError:  # pragma: no cover
         pass
     return np.random.default_rng(seed)
+
+
+def environment(seed: int | None = None, device: str = "auto") -> dict[str, str | int | None]:
+    """Versions, device and threads of this process: what a reader needs to reproduce a run."""
+    import platform
+
+    import torch
+
+    from mtlutils import __version__
+
+    return {
+        "mtlutils": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": select_device(device),
+        "torch_threads": torch.get_num_threads(),
+        "cores": cpu_count(),
+        "seed": seed,
+    }
+
+
+def print_env(seed: int | None = None, device: str = "auto") -> dict[str, str | int | None]:
+    """Print :func:`environment` on one line (the first output of every notebook) and return it."""
+    env = environment(seed, device)
+    print(" · ".join(f"{k} {v}" for k, v in env.items()))
+    return env
