@@ -59,8 +59,9 @@ def test_only_selects_by_number(nb_dir: Path, tmp_path: Path):
 def test_unknown_notebook_and_parameter_are_one_line_errors(nb_dir: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="--only 07: no such notebook"):
         runner.run_notebooks(only=["07"], out_dir=tmp_path / "r", notebook_dir=nb_dir)
-    with pytest.raises(ValueError, match="-p NOPE: not a parameter"):
+    with pytest.raises(ValueError, match="-p NOPE: not a parameter") as info:
         runner.run_notebooks(parameters={"NOPE": 1}, out_dir=tmp_path / "r", notebook_dir=nb_dir)
+    assert "(valid: MODE, X)" in str(info.value)  # the test notebooks declare MODE and X
     with pytest.raises(ValueError, match="MODE='fast'"):
         runner.run_notebooks(mode="fast", out_dir=tmp_path / "r", notebook_dir=nb_dir)
 

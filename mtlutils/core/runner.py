@@ -108,7 +108,8 @@ def run_notebooks(
     unknown = sorted(set(parameters) - set().union(*declared.values()))
     if unknown:
         raise ValueError(
-            f"-p {', '.join(unknown)}: not a parameter of the selected notebooks; see each notebook's parameters cell"
+            f"-p {', '.join(unknown)}: not a parameter of the selected notebooks (valid: "
+            f"{', '.join(sorted(set().union(*declared.values())))}); see each notebook's parameters cell"
         )
     out = Path(out_dir)
     try:
