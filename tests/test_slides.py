@@ -480,9 +480,10 @@ def test_tile_cohort_writes_index_cache_and_loads(cohort, tmp_path):
 
     qc = np.asarray(Image.open(out / "qc" / "s1.png"))
     assert qc.shape == (2 * HEIGHT // 16, 2 * WIDTH // 16, 3)
-    assert (qc == (220, 30, 30)).all(-1).any() and (qc == (20, 150, 40)).all(
-        -1
-    ).any()  # tumour and normal outlines
+    from mtlutils.data.cohort import QC_NORMAL_RGB, QC_TUMOUR_RGB
+
+    # tumour and normal tile outlines, in the colour-blind-safe QC colours
+    assert (qc == QC_TUMOUR_RGB).all(-1).any() and (qc == QC_NORMAL_RGB).all(-1).any()
 
     train = data.load_patches(out, split="train")
     assert len(train) == 54 and set(train.meta["slide_id"]) == {"s1", "s3"}

@@ -29,6 +29,9 @@ __all__ = ["tile_cohort", "tile_overlay"]
 #: Version of the per-slide HDF5 layout; part of the cache key.
 CACHE_FORMAT = 1
 _COORD_DATASETS = COORD_COLUMNS
+QC_TUMOUR_RGB = (213, 94, 0)  #: Okabe-Ito vermillion: tumour tiles in QC pictures
+QC_NORMAL_RGB = (0, 114, 178)  #: Okabe-Ito blue: normal tiles
+QC_UNKNOWN_RGB = (204, 121, 167)  #: Okabe-Ito reddish purple: tiles without a label
 _SLIDE_META = ("slide_id", "patient_id", "center", "split", "has_tumour", "biomarker", "tme_score")
 
 
@@ -149,10 +152,10 @@ def tile_overlay(tissue: TissueMask, coords: pd.DataFrame, tile_size_px: float, 
     for an unknown label. Returns RGB uint8."""
     picture = np.repeat(np.repeat(tissue.overlay(), scale, axis=0), scale, axis=1)
     dx, dy = tissue.downsample
-    colours = {1.0: (213, 94, 0), 0.0: (0, 114, 178)}
+    colours = {1.0: QC_TUMOUR_RGB, 0.0: QC_NORMAL_RGB}
     h, w = picture.shape[:2]
     for x, y, label in zip(coords["x_px"], coords["y_px"], coords["label"], strict=True):
-        colour = colours.get(float(label), (204, 121, 167)) if not pd.isna(label) else (204, 121, 167)
+        colour = colours.get(float(label), QC_UNKNOWN_RGB) if not pd.isna(label) else QC_UNKNOWN_RGB
         x0, y0 = int(x / dx * scale), int(y / dy * scale)
         x1, y1 = (
             min(w - 1, int((x + tile_size_px) / dx * scale) - 1),
