@@ -177,3 +177,27 @@ def test_same_seed_gives_the_same_figures(quick_run, tmp_path_factory):
     differences = summary.compare(quick_run[0], again)
     timing = differences["key"].str.contains("seconds")
     assert differences[~timing].empty, differences[~timing].to_string()
+
+
+@pytest.mark.notebook
+def test_interpretability_numbers(quick_run):
+    # notebook 05 in quick mode: probes of three models, two layers, every concept plus the random control
+    figures = quick_run[0]["figures"]
+    models = {"baseline (ID 1)", "+count (ID 3)", "reversal (ID 5)"}
+    r2, ci = figures["05.probe_r2"], figures["05.probe_r2_ci"]
+    assert set(r2) == models and set(ci) == models
+    for model, layers in r2.items():
+        assert set(layers) == {"gap", "shared"}
+        for layer, by_concept in layers.items():
+            assert {"count", "area", "contrast", "random"} <= set(by_concept)
+            assert by_concept["random"] < 0.15, (model, layer, by_concept)  # held out: no fit to noise
+            for concept, value in by_concept.items():
+                low, high = ci[model][layer][concept]
+                assert low <= value <= high and value <= 1, (model, layer, concept)
+    # count is readable from the guided model's shared layer even after two quick epochs
+    assert r2["+count (ID 3)"]["shared"]["count"] > 0.2
+    assert set(figures["05.center_probe_acc"]) == models
+    assert figures["05.center_probe_acc"]["baseline (ID 1)"] > 0.4  # the center is readable (chance 1/3)
+    assert set(figures["05.center_head_acc"]) == {"reversal (ID 5)"}
+    sil = figures["05.silhouette"]
+    assert set(sil) == models and all({"class", "center"} <= set(s) for s in sil.values())

@@ -68,6 +68,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "extra_methods": ["naive/upgrad", "naive/mgda", "naive/nash_mtl"],
         },
     },
+    "05": {  # CNN input px, maximum epochs, bootstrap resamples, Grad-CAM patches, t-SNE beside UMAP
+        "quick": {"px": 48, "epochs": 2, "boot": 100, "cam": 3, "tsne": False},
+        "default": {"px": 64, "epochs": 15, "boot": 500, "cam": 4, "tsne": True},
+        "full": {"px": 96, "epochs": 40, "boot": 1000, "cam": 6, "tsne": True},
+    },
 }
 
 
