@@ -118,6 +118,8 @@ README_KEYS = {
     "04 baseline AUROC (internal CV, external)": r"04\.baseline_(auroc|ext_auroc)",
     "04 best method (internal CV) vs baseline, external": r"04\.best_(method|ext_gain|ext_p)",
     "04 Friedman test across methods": r"04\.friedman_p",
+    "05 count from the shared layer (held-out R²)": r"05\.probe_r2\..*\.shared\.count",
+    "05 fresh center probe and the adversary's own head": r"05\.center_(probe|head)_acc\..*",
 }
 
 
