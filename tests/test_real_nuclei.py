@@ -82,3 +82,16 @@ def test_counts_agree_with_annotated_real_nuclei_on_held_out_sources(held_out_ta
     assert 0.8 <= summary["median_ratio"] <= 1.2, summary
     assert summary["spearman"] >= 0.84, summary
     assert summary["f1_iou50"] >= 0.34, summary
+
+
+def test_overlay_examples_draw_the_chosen_patches():
+    # notebook 02's picture of real nuclei: n patches with enough true nuclei, titled with their counts
+    if not (ROOT / "images").is_dir():
+        pytest.skip(f"real annotated nuclei not present in {ROOT}")
+    names = realdata.real_nuclei_names(ROOT, "held_out")[:6]
+    scores = realdata.score_real_nuclei(ROOT, names, workers=1)
+    pictures, titles = realdata.overlay_examples(ROOT, scores, 3)
+    chosen = scores[scores["n_true"] >= 5]
+    assert len(pictures) == len(titles) == min(3, len(chosen))
+    assert all(p.shape == (256, 256, 3) and p.dtype == np.uint8 for p in pictures)
+    assert all(" found / " in t and " true, F1 " in t for t in titles)

@@ -132,3 +132,21 @@ def summarise_real_nuclei(table: pd.DataFrame) -> dict[str, float]:
         "n_pred": int(table["n_pred"].sum()),
         **({} if math.isfinite(rho) else {"note": "constant counts"}),
     }
+
+
+def overlay_examples(
+    root: str | os.PathLike, scores: pd.DataFrame, n: int, min_true: int = 5
+) -> tuple[list[np.ndarray], list[str]]:
+    """Up to ``n`` scored patches (with at least ``min_true`` true nuclei, spread over the range of true
+    counts) drawn with predicted and true outlines, and one title each naming found / true and F1."""
+    from mtlutils.concepts.segment import segment_nuclei
+    from mtlutils.plotting import segmentation_overlay
+
+    candidates = scores[scores["n_true"] >= min_true].sort_values("n_true")
+    chosen = candidates.iloc[:: max(1, len(candidates) // max(1, n))].head(n)
+    pictures, titles = [], []
+    for row in chosen.itertuples():
+        image, inst = load_real_patch(root, row.name)
+        pictures.append(segmentation_overlay(image, segment_nuclei(image, REAL_NUCLEI_MPP), truth=inst))
+        titles.append(f"{row.name}: {row.n_pred} found / {row.n_true} true, F1 {row.f1:.2f}")
+    return pictures, titles
