@@ -14,6 +14,7 @@ Modules: :mod:`~mtlutils.data.wsi` (opening slides, MPP), :mod:`~mtlutils.data.t
 :mod:`~mtlutils.data.units`; and, imported on their own, ``annotations``, ``stain``, ``sample_data``.
 """
 
+from mtlutils.data.camelyon import camelyon_manifest, write_camelyon_manifest
 from mtlutils.data.cohort import tile_cohort, tile_overlay
 from mtlutils.data.manifest import (
     OPTIONAL_COLUMNS,
@@ -60,4 +61,6 @@ __all__ = [
     "load_patches",
     "REQUIRED_COLUMNS",
     "OPTIONAL_COLUMNS",
+    "camelyon_manifest",
+    "write_camelyon_manifest",
 ]

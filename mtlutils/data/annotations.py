@@ -52,16 +52,23 @@ def _is_exclusion(group: str) -> bool:
 def write_asap_xml(
     path: str | os.PathLike,
     polygons: Sequence[np.ndarray],
-    group: str = "Tumor",
+    group: str | Sequence[str] = "Tumor",
     color: str = "#F4FA58",
 ) -> Path:
-    """Write polygons (each (K, 2) of x, y in level-0 px, K >= 3) as one ASAP XML group; return the path.
+    """Write polygons (each (K, 2) of x, y in level-0 px, K >= 3) as ASAP XML; return the path.
 
-    Written atomically. An empty list writes a valid file with no annotation.
+    ``group``: one group name for every polygon, or one per polygon (e.g. Camelyon16's ``["_0", "_2"]``
+    for a tumour outline and an exclusion). Written atomically. An empty list writes a valid file with
+    no annotation.
     """
+    groups_of = [group] * len(polygons) if isinstance(group, str) else [str(g) for g in group]
+    if len(groups_of) != len(polygons):
+        raise AnnotationError(
+            f"write_asap_xml({path}): {len(groups_of)} group names for {len(polygons)} polygons; give one per polygon or a single name"
+        )
     root = ET.Element("ASAP_Annotations")
     annotations = ET.SubElement(root, "Annotations")
-    for i, poly in enumerate(polygons):
+    for i, (poly, poly_group) in enumerate(zip(polygons, groups_of)):
         pts = np.asarray(poly, dtype=float)
         if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] < 3 or not np.isfinite(pts).all():
             raise AnnotationError(
@@ -72,15 +79,16 @@ def write_asap_xml(
             "Annotation",
             Name=f"Annotation {i}",
             Type="Polygon",
-            PartOfGroup=group,
+            PartOfGroup=poly_group,
             Color=color,
         )
         coords = ET.SubElement(ann, "Coordinates")
         for order, (x, y) in enumerate(pts):
             ET.SubElement(coords, "Coordinate", Order=str(order), X=repr(float(x)), Y=repr(float(y)))
     groups = ET.SubElement(root, "AnnotationGroups")
-    grp = ET.SubElement(groups, "Group", Name=group, PartOfGroup="None", Color=color)
-    ET.SubElement(grp, "Attributes")
+    for name in dict.fromkeys(groups_of or ([group] if isinstance(group, str) else [])):
+        grp = ET.SubElement(groups, "Group", Name=name, PartOfGroup="None", Color=color)
+        ET.SubElement(grp, "Attributes")
     ET.indent(root, space=" ")
     with atomic_path(path) as tmp:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
