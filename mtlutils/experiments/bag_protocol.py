@@ -182,3 +182,58 @@ def friedman(
         "cd": float(q * np.sqrt(k * (k + 1) / (6.0 * n))),
         "test": f"Friedman chi-square over {n} folds x {k} methods ({metric}); Nemenyi CD at alpha={alpha}",
     }
+
+
+def skip_notes(info: Mapping[str, Any], methods: Sequence[str] = ()) -> dict[str, str]:
+    """The steps of notebook 04 this cohort cannot run, each with the note shown instead: ``truth``
+    (your own features: no example tiles, card or encoder probe), ``label``, ``joint`` (no TME target:
+    the baseline only), ``external``, ``centers`` and ``ranking`` (the Friedman test needs >= 3
+    methods). ``info`` is the cohort's ``cohort.json``; the synthetic cohort skips nothing."""
+    missing = dict(info.get("missing", {}))
+    notes: dict[str, str] = {}
+    if info.get("own"):
+        notes["truth"] = (
+            "your own feature files carry no ground truth and no tile images: the example tiles, the "
+            "bag-cohort card (true TME ceiling) and the encoder probe (rendered synthetic slides) are left out."
+        )
+    if "label" in missing:
+        notes["label"] = (
+            f"{missing['label']}: without a biomarker label nothing can be trained or scored, so the "
+            "sweep, the method table, the tests and the ranking are left out (set TARGET)."
+        )
+    joint = [m for m in methods if m != BASELINE]
+    if "tme" in missing:
+        notes["joint"] = (
+            f"{missing['tme']}: the [rgr] token and every balancer need the auxiliary TME target, so the "
+            f"{len(joint)} joint method(s) of this run are left out and only the single-task [cls] "
+            "baseline is trained (set TME to a regression column to compare balancers)."
+        )
+        joint = []
+    if "external" in missing:
+        notes["external"] = (
+            f"{missing['external']}: internal cross-validation only; the external evaluation (external "
+            "AUROC, its paired tests and the external embeddings) is skipped."
+        )
+    if "center" in missing:
+        notes["centers"] = (
+            f"{missing['center']}: no per-center parts; the bags are not split by center and no center "
+            "can be held out as the external cohort."
+        )
+    if len(joint) + 1 < 3:
+        notes["ranking"] = (
+            f"this run compares {len(joint) + 1} method(s); the Friedman test and the mean ranks need "
+            "at least 3, so the ranking is left out."
+        )
+    return notes
+
+
+def skipped(notes: Mapping[str, str], *steps: str) -> bool:
+    """True when this run skips any of ``steps``, after displaying that step's note (a quoted
+    "Skipped" paragraph) in the notebook: ``if not skipped(SKIP, "joint"): ...``."""
+    for step in steps:
+        if step in notes:
+            from IPython.display import Markdown, display
+
+            display(Markdown(f"> **Skipped:** {notes[step]}"))
+            return True
+    return False
