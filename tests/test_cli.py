@@ -3,6 +3,7 @@ non-zero exit status, and nothing that looks like finished output left behind; g
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,14 +118,18 @@ def test_tile_bad_slides(slide_dir, tmp_path, capsys, slide, must_name):
     assert stdout == ""
 
 
-def test_tile_one_bad_slide_among_good_ones_writes_no_index(slide_dir, tmp_path, capsys):
-    """A bad slide after a good one: per-slide caches are complete files (resumable), but the dataset
-    (index.csv, dataset.json) must not exist."""
+def test_tile_one_bad_slide_among_good_ones_is_skipped_and_reported(slide_dir, tmp_path, capsys):
+    """A corrupt slide after a good one: the good one is tiled, the bad one skipped and named with its
+    reason (a warning and dataset.json), and nothing half-written is left."""
     rows = [_row("a_good", str(slide_dir / "good.tiff")), _row("b_cut", str(slide_dir / "cut.tiff"))]
     out = tmp_path / "patches"
-    code, _, err = _cli(capsys, "tile", "--manifest", _manifest(tmp_path, rows), "--out", out)
-    _assert_user_error(code, err, None, "cut.tiff", "truncated")
-    assert not (out / "index.csv").exists() and not (out / "dataset.json").exists()
+    with pytest.warns(UserWarning, match="cut.tiff"):
+        code, stdout, err = _cli(capsys, "tile", "--manifest", _manifest(tmp_path, rows), "--out", out)
+    assert code == 0, err
+    index = pd.read_csv(out / "index.csv")
+    assert set(index["slide_id"]) == {"a_good"} and len(index) > 0
+    skipped = json.loads((out / "dataset.json").read_text())["skipped_slides"]
+    assert list(skipped) == ["b_cut"] and "truncated" in skipped["b_cut"]
     assert not any(mio.is_temp_file(p) for p in out.rglob("*"))
 
 
@@ -224,7 +229,7 @@ def nb_dir(tmp_path: Path) -> Path:
     "args, must_name",
     [
         (["--only", "99"], ("--only 99", "no such notebook")),
-        (["-p", "NOPE", "1"], ("-p NOPE", "not a parameter", "parameters cell")),
+        (["-p", "NOPE", "1"], ("-p NOPE", "not a parameter", "(valid: MODE, X)", "parameters cell")),
     ],
 )
 def test_run_bad_selection(nb_dir, tmp_path, capsys, args, must_name):

@@ -313,8 +313,11 @@ def test_resume_skips_complete_slides_and_redoes_incomplete_ones(tmp_path):
     changed = {p.name for p, t in stamps.items() if p.stat().st_mtime_ns != t}
     assert changed == {tiff.name}
     assert (tmp_path / "nuclei" / "B-000.csv").is_file()
-    with pytest.raises(ValueError, match="other parameters.*seed"):
-        syn.generate_cohort(tmp_path, slides_per_center=1, size_px=512, seed=1, show_progress=False)
+    # other parameters: the cached slides are stale, so the cohort is regenerated (not mixed)
+    third = syn.generate_cohort(tmp_path, slides_per_center=1, size_px=512, seed=1, show_progress=False)
+    assert json.loads((tmp_path / "cohort.json").read_text())["parameters"]["seed"] == 1
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items() if p.exists())
+    assert not third["tme_score"].equals(first["tme_score"])
 
 
 @pytest.mark.parametrize(
@@ -532,7 +535,8 @@ def test_hard_cohort_records_its_hash_and_exact_regions(tmp_path):
     assert cohort["generator_hash"] == syn.generator_hash(syn.HARD) == cohort["parameters"]["generator_hash"]
     assert syn.GeneratorSettings.from_dict(cohort["generator_settings"]) == syn.HARD
     assert (tmp_path / "truth" / "A-000.xml").is_file()
-    with pytest.raises(ValueError, match="generator_hash"):
-        syn.generate_cohort(
-            tmp_path, slides_per_center=1, size_px=512, seed=2, show_progress=False, settings=syn.LEGACY
-        )
+    syn.generate_cohort(
+        tmp_path, slides_per_center=1, size_px=512, seed=2, show_progress=False, settings=syn.LEGACY
+    )  # other settings: regenerated, and the record says so
+    cohort = json.loads((tmp_path / "cohort.json").read_text())
+    assert cohort["generator_hash"] == syn.generator_hash(syn.LEGACY) != syn.generator_hash(syn.HARD)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 from pathlib import Path
 
 import numpy as np
+
+from mtlutils.core.provenance import source_hash as _source_hash
 
 #: Encoders that run offline with no download. ``timm:<model name>`` needs a local weights file (path).
 ENCODERS = ("stats", "random_cnn")
@@ -27,13 +28,6 @@ class Encoder:
 
     def encode(self, tiles: np.ndarray, mpp: float) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
-
-
-def _source_hash(*parts: object) -> str:
-    text = "".join(
-        inspect.getsource(p) if inspect.isclass(p) or inspect.isfunction(p) else str(p) for p in parts
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class StatsEncoder(Encoder):

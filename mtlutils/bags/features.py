@@ -12,8 +12,8 @@ Layout of ``out_dir``::
 Each feature file holds ``feats`` (n, d) float32, ``coords`` (n, 2) tile corners in µm, ``coords_px``
 (n, 2) level-0 px, the tiles' ground truth (``truth_*``), and the attributes ``extractor``,
 ``code_hash``, ``unit="um"``, ``tile_size_um``, ``tile_size_px``, ``mpp``, ``slide_id``, ``patient_id``
-and ``key`` (settings + slide + encoder): a file with the same key is skipped, so an interrupted
-build resumes where it stopped.
+and ``key`` (settings + slide + encoder + the code version of :data:`BAGS_CODE`): a file with the same
+key is skipped, so an interrupted build resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ from mtlutils.bags.encoders import DEFAULT_ENCODER, get_encoder
 from mtlutils.core.hdf5 import create_h5_dataset, h5_writer, read_h5, read_h5_attrs
 from mtlutils.core.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from mtlutils.core.parallel import parallel_map
+from mtlutils.core.provenance import code_version
 from mtlutils.core.runtime import cpu_count
 
+#: Root of the code that renders and encodes a slide's tiles: its :func:`code_version` with every mtlutils
+#: module it imports (plan, encoders, synthetic rendering …) is part of each feature file's key.
+BAGS_CODE = ("mtlutils.bags.features",)
 TRUTH_KEYS = ("truth_tumour", "truth_tme", "truth_lymphocytes", "truth_lymph_per_mm2")
 #: feature-file dataset -> column of ``truth/tiles.csv`` (the tile's tumour fraction is 0 or 1: a tumour
 #: tile lies wholly inside a tumour region)
@@ -128,6 +132,7 @@ def build_bag_cohort(
     the content of ``cohort.json``. Slides already encoded with the same settings are skipped."""
     cfg = cfg or BagCohortConfig()
     enc = get_encoder(encoder, encoder_path)  # an unknown name fails before any work
+    code = code_version(*BAGS_CODE, follow_imports=True)
     out = ensure_writable_dir(out_dir)
     t0 = time.perf_counter()
     patients, slides, tiles = plan_bag_cohort(cfg)
@@ -143,7 +148,7 @@ def build_bag_cohort(
             encoder,
             encoder_path,
             str(feat_dir / f"{row['slide_id']}.h5"),
-            cfg.key(),
+            f"{cfg.key()}|{code}",
         )
         for row in rows
     ]
@@ -168,6 +173,7 @@ def build_bag_cohort(
         "tile_size_um": cfg.tile_um,
         "encoder": encoder,
         "code_hash": enc.code_hash,
+        "code_version": code,  # of BAGS_CODE
         "feature_dim": enc.dim,
         "features": str(feat_dir.relative_to(out)),
         "n_patients": int((patients["cohort"] == "internal").sum()),

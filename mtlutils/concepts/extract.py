@@ -15,6 +15,7 @@ from mtlutils.concepts.params import DEFAULT_PARAMS, SegmentationParams, check_i
 from mtlutils.concepts.patch import CONCEPT_COLUMNS, patch_concepts
 from mtlutils.concepts.scaler import ConceptScaler
 from mtlutils.core.parallel import check_workers, parallel_map
+from mtlutils.core.provenance import code_version
 
 if TYPE_CHECKING:  # pandas is imported lazily: worker processes do not need it
     import pandas as pd
@@ -24,6 +25,9 @@ CACHE_DIR = "concepts_cache"
 CONCEPTS_FILE = "concepts.csv"
 SCALER_FILE = "concept_scaler.json"
 DESC = "nuclei concepts"  #: progress-bar label
+#: Root of the code that computes a slide's concepts: its :func:`code_version` with every mtlutils module
+#: it imports (segmentation, deconvolution, features …) is part of the cache key.
+CONCEPTS_CODE = ("mtlutils.concepts.extract",)
 
 
 def _rows_to_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -100,11 +104,14 @@ def extract_concepts(
     return pd.DataFrame({name: np.concatenate([p[name] for p in parts]) for name in CONCEPT_COLUMNS})
 
 
-def _cache_key(params: SegmentationParams, source: Path, tile_mpp: float, n_rows: int) -> dict[str, Any]:
+def _cache_key(
+    params: SegmentationParams, source: Path, tile_mpp: float, n_rows: int, code: str = ""
+) -> dict[str, Any]:
     """What a slide's cached concepts depend on: reused only while every item is unchanged."""
     stat = source.stat()
     return {
         "version": CONCEPTS_VERSION,
+        "code_version": code,
         "params": asdict(params),
         "tile_mpp": float(tile_mpp),
         "n_rows": int(n_rows),
@@ -121,6 +128,7 @@ def _stale_slides(
 
     todo: list[tuple[str, dict[str, Any]]] = []
     tile_mpps: dict[str, float] = {}
+    code = code_version(*CONCEPTS_CODE, follow_imports=True)
     for file in files:
         source = folder / file
         if not source.is_file():
@@ -132,7 +140,7 @@ def _stale_slides(
             raise ValueError(f"{source} has no tile_mpp attribute; re-tile it with data.tile_cohort")
         tile_mpps[file] = float(tile_mpp)
         check_mpp(tile_mpp, params, what=f"{source.name} tile_mpp")
-        key = _cache_key(params, source, float(tile_mpp), hdf5.h5_length(source, "images"))
+        key = _cache_key(params, source, float(tile_mpp), hdf5.h5_length(source, "images"), code)
         cached = cache_dir / Path(file).name
         if not overwrite and cached.is_file():
             try:
@@ -238,7 +246,8 @@ def extract_patch_dir_concepts(
     """Concepts of every patch of a dataset folder written by ``data.tile_cohort``; cached, resumable.
 
     Per slide file ``F.h5`` the concepts go to ``patch_dir/concepts_cache/F.h5`` (atomically; reused
-    while the slide file, the tile mpp and ``params`` are unchanged, so an interrupted run resumes).
+    while the slide file, the tile mpp, ``params`` and the code version of :data:`CONCEPTS_CODE` are
+    unchanged, so an interrupted run resumes).
     Then writes ``concepts.csv`` (one row per row of ``index.csv``, same order, with ``slide_id``,
     ``split``, ``file``, ``row`` for joining) and ``concept_scaler.json`` (a :class:`ConceptScaler`
     fitted on the rows whose split is ``fit_split`` only). Returns the concepts table.

@@ -3,6 +3,13 @@
 A slide with an annotation file is labelled from its polygons; a slide without one whose manifest says
 ``has_tumour = 0`` is all normal (label 0); any other slide without annotation has *unknown* tile labels
 (NaN, tiles kept). See :mod:`mtlutils.data.tiling` for the labels and :mod:`mtlutils.data.wsi` for MPP.
+
+Bad slides: a slide that cannot be opened or read (truncated, corrupt, not a slide, empty, no tissue,
+smaller than one tile) is reported and skipped, the others are tiled; ``index.attrs["skipped_slides"]``
+and ``dataset.json`` name each with a one-line reason, and a warning lists them. A slide without MPP
+metadata stops the whole run before any tiling: its fix (``mpp_override`` / ``--mpp-override`` or the
+manifest's ``mpp`` column) is a choice of the user's configuration, not something to drop data over.
+When every slide fails, one one-line error is raised.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +27,19 @@ import pandas as pd
 from mtlutils.core import hdf5
 from mtlutils.core import io as mio
 from mtlutils.core.parallel import check_workers, parallel_map
+from mtlutils.core.provenance import code_version
 from mtlutils.data.manifest import read_manifest, validate_manifest
 from mtlutils.data.tiling import COORD_COLUMNS, iter_tile_blocks, plan_tiles
 from mtlutils.data.tissue import TissueMask
-from mtlutils.data.wsi import open_slide
+from mtlutils.data.wsi import MissingMPPError, SlideError, open_slide
 
 __all__ = ["tile_cohort", "tile_overlay"]
 
 #: Version of the per-slide HDF5 layout; part of the cache key.
 CACHE_FORMAT = 1
+#: Root of the code that computes a patch file: its :func:`code_version` with every mtlutils module
+#: it imports (tiling, tissue, wsi, annotations, hdf5 …) is part of the cache key.
+TILING_CODE = ("mtlutils.data.cohort",)
 _COORD_DATASETS = COORD_COLUMNS
 QC_TUMOUR_RGB = (213, 94, 0)  #: Okabe-Ito vermillion: tumour tiles in QC pictures
 QC_NORMAL_RGB = (0, 114, 178)  #: Okabe-Ito blue: normal tiles
@@ -55,26 +67,54 @@ def _row_mpp(row: dict[str, Any]) -> float | None:
     return float(value) if value is not None and not pd.isna(value) else None
 
 
-def _check_slide_opens(row: dict[str, Any], mpp_override: float | None) -> None:
-    """Open a manifest row's slide and resolve its MPP (raises the same one-line errors as tiling)."""
-    with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override):
-        pass
+def _check_slide_opens(row: dict[str, Any], mpp_override: float | None) -> SlideError | None:
+    """Open a manifest row's slide and resolve its MPP: None when fine, the error of a bad slide;
+    a missing MPP raises (a configuration error, see the module docstring)."""
+    try:
+        with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override):
+            return None
+    except MissingMPPError:
+        raise
+    except SlideError as exc:
+        return exc
 
 
 def _tile_one_slide(
-    row: dict[str, Any], out_dir: str, params: dict[str, Any], mpp_override: float | None
+    row: dict[str, Any], out_dir: str, params: dict[str, Any], mpp_override: float | None, code: str = ""
+) -> dict[str, Any]:
+    """Tile one row (see :func:`_tile_slide_file`); a bad slide gives ``{"error": SlideError}``."""
+    import openslide
+
+    try:
+        return _tile_slide_file(row, out_dir, params, mpp_override, code)
+    except MissingMPPError:
+        raise
+    except SlideError as exc:
+        return {"slide_id": row["slide_id"], "skipped": False, "error": exc}
+    except openslide.OpenSlideError as exc:  # a tile beyond the end of a truncated file
+        message = (
+            f"slide {row['path']} cannot be read ({exc}); the file may be truncated or corrupt: copy it again"
+        )
+        return {"slide_id": row["slide_id"], "skipped": False, "error": SlideError(message)}
+
+
+def _tile_slide_file(
+    row: dict[str, Any], out_dir: str, params: dict[str, Any], mpp_override: float | None, code: str
 ) -> dict[str, Any]:
     """Tile one manifest row into ``out_dir/{slide_id}.h5`` unless an identical cache exists."""
     from mtlutils.data.annotations import read_asap_xml
 
     target = Path(out_dir) / f"{row['slide_id']}.h5"
     with open_slide(row["path"], mpp_override=_row_mpp(row), default_mpp=mpp_override) as slide:
+        stat = Path(row["path"]).stat()
         key = {
             **params,
             "format": CACHE_FORMAT,
+            "code_version": code,
             "mpp": slide.mpp,
             "slide_hash": slide.properties.get("openslide.quickhash-1"),  # content hash from OpenSlide
-            "source_size": Path(row["path"]).stat().st_size,
+            "source_size": stat.st_size,
+            "source_mtime_ns": None if slide.properties.get("openslide.quickhash-1") else stat.st_mtime_ns,
             "annotation_sha": _file_digest(row.get("annotation")),
             "has_tumour": _clean(row.get("has_tumour")),
         }
@@ -206,7 +246,9 @@ def tile_cohort(
     patch: slide metadata, coordinates, fractions, label, ``row`` within the slide file, ``file``) and
     ``out_dir/dataset.json`` (parameters and counts), and ``out_dir/qc/{slide_id}.png`` (tissue
     and tile outlines, see :func:`tile_overlay`). The cache key includes OpenSlide's content hash of
-    the slide, the annotation's hash and every tiling parameter. MPP per slide: the manifest's ``mpp`` column
+    the slide (else its size and mtime), the annotation's hash, every tiling parameter and the
+    :func:`~mtlutils.core.provenance.code_version` of :data:`TILING_CODE`. Unreadable slides are
+    skipped and named in ``index.attrs["skipped_slides"]`` (see the module docstring). MPP per slide: the manifest's ``mpp`` column
     when filled (overrides metadata), else the slide's metadata, else ``mpp_override`` (used only for
     slides lacking MPP metadata, like ``--mpp-override`` on the command line). ``workers`` > 1 tiles slides in
     worker processes (:func:`~mtlutils.core.parallel.parallel_map`, 1 thread each).
@@ -227,17 +269,48 @@ def tile_cohort(
         "mask_mpp": float(mask_mpp),
     }
     rows = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
-    for row in rows:  # fail fast: a bad slide late in the list must not cost a long run first
-        _check_slide_opens(row, mpp_override)
-
-    tasks = [(r, str(out), params, mpp_override) for r in rows]
+    errors: dict[str, SlideError] = {}
+    for row in rows:  # before any tiling: a missing MPP raises, a slide that does not open is set aside
+        error = _check_slide_opens(row, mpp_override)
+        if error is not None:
+            errors[row["slide_id"]] = error
+    code = code_version(*TILING_CODE, follow_imports=True)
+    tasks = [(r, str(out), params, mpp_override, code) for r in rows if r["slide_id"] not in errors]
     results = list(
         parallel_map(
             _tile_one_slide, tasks, workers=workers, desc="tiling slides", show_progress=show_progress
         )
     )
-    index, per_slide = _build_index(df, out)
-    return _write_index(index, df, out, params, mpp_override, results, per_slide)
+    errors.update({r["slide_id"]: r["error"] for r in results if "error" in r})
+    skipped = _report_bad_slides(errors, rows)
+    good = df[~df["slide_id"].isin(list(errors))]
+    index, per_slide = _build_index(good, out)
+    info = {"code_version": code, "skipped_slides": skipped}
+    index = _write_index(index, df, out, params, mpp_override, results, per_slide, info)
+    index.attrs["skipped_slides"] = skipped
+    return index
+
+
+def _report_bad_slides(errors: dict[str, SlideError], rows: list[dict[str, Any]]) -> dict[str, str]:
+    """``{slide_id: one-line reason}`` of the slides set aside, with a warning; raise when all failed."""
+    reasons = {sid: (str(exc).splitlines() or [type(exc).__name__])[0] for sid, exc in errors.items()}
+    if not reasons:
+        return {}
+    if len(reasons) == len(rows):
+        if len(rows) == 1:
+            raise next(iter(errors.values()))
+        first, reason = next(iter(reasons.items()))
+        raise SlideError(
+            f"none of the {len(rows)} slides could be tiled; {first}: {reason} (and {len(rows) - 1} more)"
+        )
+    lines = "\n".join(f"  {sid}: {reason}" for sid, reason in reasons.items())
+    warnings.warn(
+        f"{len(reasons)} of {len(rows)} slide(s) skipped, the others were tiled; fix or remove these "
+        f"rows of the manifest and run again to include them:\n{lines}",
+        UserWarning,
+        stacklevel=3,
+    )
+    return reasons
 
 
 _SLIDE_SUMMARY = (
@@ -290,15 +363,18 @@ def _write_index(
     mpp_override: float | None,
     results: list[dict[str, Any]],
     per_slide: dict[str, dict[str, Any]],
+    info: dict[str, Any],
 ) -> pd.DataFrame:
     with mio.atomic_path(out / "index.csv") as tmp:
         index.to_csv(tmp, index=False)
     summary = {
         "parameters": {**params, "mpp_override": mpp_override},
         "manifest": df.attrs.get("manifest_path"),
-        "n_slides": int(len(df)),
+        "code_version": info["code_version"],  # of TILING_CODE
+        "n_slides": int(len(df) - len(info["skipped_slides"])),
         "n_patches": int(len(index)),
-        "n_slides_skipped": int(sum(r.get("skipped", False) for r in results)),
+        "n_slides_skipped": int(sum(r.get("skipped", False) for r in results)),  # cache reused
+        "skipped_slides": info["skipped_slides"],  # unreadable: {slide_id: reason}, not in the dataset
         "patches_per_split": {str(k): int(v) for k, v in index["split"].value_counts().sort_index().items()},
         "labels": {
             "tumour": int((index["label"] == 1).sum()),

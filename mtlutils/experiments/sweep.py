@@ -4,7 +4,9 @@ A job trains one bag model (``"baseline"``: the classification-only model; ``"<w
 the joint model with that balancer), predicts its test fold and the external cohort, and writes
 ``jobs/<name>-<key>.npz`` (predictions, embeddings) then ``jobs/<name>-<key>.json`` (metrics, per-epoch
 log): a job whose JSON exists with the same key (its parameters, the cohort and the folds) is read
-back, not retrained, so an interrupted sweep resumes where it stopped. Jobs run in worker processes
+back, not retrained, so an interrupted sweep resumes where it stopped. The key also holds the code
+version of :data:`SWEEP_CODE` (training, models, balancers, metrics) and, through the cohort key, the
+bag cohort's own code version: an edit to either retrains the jobs. Jobs run in worker processes
 with one torch thread each; inside ``joblib.parallel_config(backend="dask")`` the same call runs on a
 Dask cluster (``pip install mtlutils[dask]``).
 """
@@ -26,6 +28,7 @@ import numpy as np
 from mtlutils.bags.readers import BagSet, load_bag_cohort
 from mtlutils.core.io import atomic_path, atomic_write_json, ensure_writable_dir
 from mtlutils.core.parallel import parallel_map
+from mtlutils.core.provenance import code_version
 from mtlutils.core.runtime import cpu_count
 from mtlutils.evaluation.metrics import compute_metric
 from mtlutils.evaluation.probes import silhouette
@@ -35,6 +38,9 @@ from mtlutils.mil import MILConfig, MILTrainConfig, fit_bags, predict_bags
 ARRAYS = ("test_rows", "prob", "tme", "embedding", "ext_prob", "ext_tme", "ext_embedding")
 #: relative cost of a job by weighting / gradient (orders the queue: long jobs first)
 COST = {"autol": 3.0, "none": 1.0}
+#: Root of the code that trains and scores a job: its :func:`code_version` with every mtlutils module it
+#: imports is part of the job key.
+SWEEP_CODE = ("mtlutils.experiments.sweep",)
 
 
 def paper_b_methods() -> list[str]:
@@ -67,9 +73,11 @@ def _cohort(bags_dir: str, key: str = "") -> BagSet:
 
 
 def cohort_key(bags_dir: str | Path) -> str:
-    """The cohort's settings key with its encoder and the encoder's code hash (names cached jobs)."""
+    """The cohort's settings key with its encoder, the encoder's code hash and the cohort's code version."""
     info = json.loads((Path(bags_dir) / "cohort.json").read_text())
-    return f"{info['key']}|{info.get('encoder', '')}|{info.get('code_hash', '')}"
+    return (
+        f"{info['key']}|{info.get('encoder', '')}|{info.get('code_hash', '')}|{info.get('code_version', '')}"
+    )
 
 
 def _key(parts: dict[str, Any]) -> str:
@@ -204,6 +212,7 @@ def run_sweep(
     folds = patient_folds(internal.y, n_folds, fold_seed, patients=internal.patients)
     model_config, train_config = model_config or MILConfig(), train_config or MILTrainConfig()
     job_dir = ensure_writable_dir(Path(out_dir or Path(bags_dir) / "sweep") / "jobs")
+    code = code_version(*SWEEP_CODE, follow_imports=True)
     tasks, names = [], []
     for method, fold, seed in itertools.product(methods, range(n_folds), seeds):
         part = {k: v.tolist() for k, v in folds[fold].items()}
@@ -216,6 +225,7 @@ def run_sweep(
                 "seed": seed,
                 "model": asdict(model_config),
                 "train": asdict(cfg),
+                "code_version": code,
                 "v": 1,
             }
         )

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mtlutils.core.parallel import parallel_map
+from mtlutils.core.provenance import code_version
 from mtlutils.data.units import check_mpp
 from mtlutils.synthetic.centers import CenterStyle, default_centers
 from mtlutils.synthetic.fields import _streams
@@ -53,6 +54,9 @@ MANIFEST_COLUMNS = (
     "mpp",
 )
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+#: Root of the code that renders and writes a cohort: its :func:`code_version` with every mtlutils module
+#: it imports (slide, render, nuclei, pyramid writer …) is one of the cohort's parameters.
+GENERATOR_CODE = ("mtlutils.synthetic.cohort",)
 
 
 def _assign_splits(rng: np.random.Generator, has_tumour: np.ndarray) -> np.ndarray:
@@ -178,6 +182,7 @@ def _parameters(
     return {
         "format_version": FORMAT_VERSION,
         "generator_hash": generator_hash(settings),
+        "code_version": code_version(*GENERATOR_CODE, follow_imports=True),
         "slides_per_center": slides_per_center,
         "size_px": size_px,
         "mpp": mpp,
@@ -186,25 +191,35 @@ def _parameters(
     }
 
 
-def _check_same_cohort(out: Path, params: dict[str, Any]) -> None:
-    """Refuse to resume into a folder holding a cohort made with other parameters."""
-    for name in ("cohort.json", ".cohort-in-progress.json"):
+def _cohort_changed(out: Path, params: dict[str, Any]) -> bool:
+    """True when ``out`` holds (part of) a cohort made with other parameters or code (it is then rebuilt);
+    the in-progress marker, when present, tells what the slide files there were made with."""
+    for name in (".cohort-in-progress.json", "cohort.json"):
         path = out / name
         if not path.exists():
             continue
         try:
             old = json.loads(path.read_text(encoding="utf-8")).get("parameters", {})
-        except (OSError, ValueError):
-            raise ValueError(
-                f"{path} is unreadable; delete it (and the cohort files beside it) to regenerate"
-            ) from None
+        except (OSError, ValueError, AttributeError):
+            old = {}
         old.setdefault("generator_hash", generator_hash(DEFAULT_SETTINGS))  # written before the hash
         diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
         if diff:
             what = ", ".join(f"{k}={a!r} there vs {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(
-                f"{out} holds a cohort made with other parameters ({what}); use another out_dir or delete it"
-            )
+            print(f"{out} holds a cohort made with other parameters ({what}); regenerating every slide")
+        return bool(diff)
+    return False
+
+
+def _remove_slides(out: Path, slide_ids: set[str]) -> None:
+    """Delete the files of ``slide_ids`` and of every slide the previous ``cohort.json`` lists."""
+    try:
+        old = json.loads((out / "cohort.json").read_text(encoding="utf-8")).get("slides", [])
+    except (OSError, ValueError, AttributeError):
+        old = []
+    for slide_id in ({s.get("slide_id") for s in old if isinstance(s, dict)} | slide_ids) - {None}:
+        for path in (*_slide_files(out, str(slide_id)).values(), out / "truth" / f"{slide_id}.xml"):
+            path.unlink(missing_ok=True)
 
 
 def _provenance(
@@ -280,8 +295,10 @@ def generate_cohort(
     (ground truth), ``manifest.csv`` (columns :data:`MANIFEST_COLUMNS`, paths relative to ``out_dir``) and
     ``cohort.json`` (parameters, ``generator_hash`` and ``generator_settings``, center styles, every
     slide's hidden variables). ``settings``: :class:`GeneratorSettings` (default
-    :data:`DEFAULT_SETTINGS`). Resumable: slides
-    whose three files exist are skipped; manifest and cohort.json are written last. ``workers > 1``
+    :data:`DEFAULT_SETTINGS`). Resumable: slides whose three files exist are skipped while the folder's
+    recorded parameters (``cohort.json`` or the in-progress marker: arguments, ``generator_hash`` and
+    the ``code_version`` of :data:`GENERATOR_CODE`) equal the new ones; otherwise the old slides' files
+    are deleted and every slide is regenerated; manifest and cohort.json are written last. ``workers > 1``
     renders slides in worker processes (:func:`~mtlutils.core.parallel.parallel_map`, one thread each; in a script, call this under
     ``if __name__ == "__main__":``). The slides do not depend on ``workers``.
     """
@@ -300,15 +317,17 @@ def generate_cohort(
     out = ensure_writable_dir(out_dir)
     settings = DEFAULT_SETTINGS if settings is None else settings
     params = _parameters(slides_per_center, size_px, mpp, seed, confounder, settings)
-    _check_same_cohort(out, params)
+    changed = _cohort_changed(out, params)
+    centers = default_centers(confounder, settings)
+    plan = plan_cohort(slides_per_center, seed, confounder, centers)
+    if changed:  # then the files left there are all this call's: an interrupted rebuild resumes
+        _remove_slides(out, set(plan["slide_id"]))
     marker = out / ".cohort-in-progress.json"
     atomic_write_json(marker, {"parameters": params})
     for sub in ("slides", "annotations", "nuclei", "truth"):
         (out / sub).mkdir(exist_ok=True)
 
-    centers = default_centers(confounder, settings)
     styles = {c.name: c for c in centers}
-    plan = plan_cohort(slides_per_center, seed, confounder, centers)
     jobs = [
         {
             "index": int(r.index),
