@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project (once)
 
-tutorial: install  ## run every notebook (MODE=default|quick|full) into $(OUT)
-	$(PY) -m mtlutils run $(if $(filter quick,$(MODE)),--quick,)$(if $(filter full,$(MODE)),--full,) --out $(OUT)
+tutorial: install  ## run every notebook (MODE=default|quick|full) into $(OUT); resumes, FRESH=1 reruns all
+	$(PY) -m mtlutils run $(if $(filter quick,$(MODE)),--quick,)$(if $(filter full,$(MODE)),--full,) $(if $(FRESH),--fresh,) --out $(OUT)
 
 quick: install  ## the tutorial in quick mode
 	$(MAKE) tutorial MODE=quick

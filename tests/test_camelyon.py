@@ -161,6 +161,22 @@ def test_write_camelyon_manifest_round_trips(tiny_tiff, tmp_path):
     assert not [p for p in root.iterdir() if mio.is_temp_file(p)]
 
 
+def test_cli_writes_the_manifest_and_fails_in_one_line(tiny_tiff, tmp_path, capsys):
+    """`mtlutils camelyon ROOT --out CSV`: the same manifest as the API; a folder without slides exits 2."""
+    from mtlutils.core import cli
+
+    root = _camelyon16(tiny_tiff, tmp_path / "CAMELYON16")
+    assert cli.main(["camelyon", str(root), "--out", str(tmp_path / "m.csv"), "--seed", "3"]) == 0
+    assert (
+        data.read_manifest(tmp_path / "m.csv")["split"].tolist()
+        == camelyon.camelyon_manifest(root, seed=3)["split"].tolist()
+    )
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["camelyon", str(tmp_path / "empty"), "--out", str(tmp_path / "e.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "empty" in err and "\n" not in err and not (tmp_path / "e.csv").exists()
+
+
 def test_tile_cohort_labels_tiles_from_camelyon16_xml(tmp_path):
     root = tmp_path / "CAMELYON16"
     for name, seed in (("training/tumor/tumor_001.tif", 1), ("training/normal/normal_001.tif", 2)):

@@ -1,4 +1,4 @@
-"""Command line: ``mtlutils run | synth | tile | concepts | bags | sweep | summary | compare`` (also ``python -m mtlutils``).
+"""Command line: ``mtlutils run | synth | tile | concepts | bags | sweep | summary | compare | report`` (also ``python -m mtlutils``).
 
 Every user error ends in one line on stderr (``error: …`` naming the file or value and the fix) and a
 non-zero exit status; nothing half-written is left behind (the library writes atomically).
@@ -31,6 +31,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     p.add_argument(
         "--notebooks", default=None, help="folder of NN_name.ipynb notebooks (default: the project's)"
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rerun every notebook (default: skip those already run ok here with the same inputs and code)",
     )
 
 
@@ -105,9 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         _add_sweep,
         _add_summary,
         _add_compare,
+        _add_report,
+        _add_camelyon,
     ):
         add(sub)
     return parser
+
+
+def _add_camelyon(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("camelyon", help="write a cohort manifest for a Camelyon16 or Camelyon17 download")
+    p.add_argument("root", help="the unzipped challenge folder (slides, lesion annotations, label CSVs)")
+    p.add_argument("--out", required=True, help="manifest CSV to write (then: notebook 01 with MANIFEST)")
+    p.add_argument("--challenge", default="auto", choices=("auto", "camelyon16", "camelyon17"))
+    p.add_argument("--external", nargs="*", default=[], help="centers held out as the external split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient-grouped split")
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:
@@ -122,6 +138,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--atol", type=float, default=0.0, help="hide numeric differences up to this size")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one static HTML page of a run (figures, numbers, notebooks)")
+    p.add_argument("run", help="run folder holding results.json")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -139,6 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             notebook_dir=args.notebooks or NOTEBOOK_DIR,
             show_progress=progress_enabled(),
+            fresh=args.fresh,
         )
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
@@ -254,6 +276,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mtlutils.core.report import write_report
+
+    path = write_report(args.run)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_camelyon(args: argparse.Namespace) -> int:
+    from mtlutils.data.camelyon import write_camelyon_manifest
+
+    out = write_camelyon_manifest(
+        args.root, args.out, challenge=args.challenge, external_centers=args.external, seed=args.seed
+    )
+    print(f"wrote the manifest {out}")
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "synth": _cmd_synth,
@@ -263,6 +303,8 @@ COMMANDS = {
     "sweep": _cmd_sweep,
     "summary": _cmd_summary,
     "compare": _cmd_compare,
+    "report": _cmd_report,
+    "camelyon": _cmd_camelyon,
 }
 
 

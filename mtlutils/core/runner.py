@@ -1,20 +1,29 @@
 """Execute the numbered notebooks with papermill and collect their key numbers in ``results.json``.
 
-``results.json`` = ``{"mode": …, "notebooks": {"01_data_preparation": {"seconds": …, "status": "ok"}},
+``results.json`` = ``{"mode": …, "notebooks": {"01_data_preparation": {"seconds": …, "status": "ok", …}},
 "figures": {…}}``; ``figures`` gathers what notebooks passed to :func:`mtlutils.core.record`.
+
+Resuming: a notebook is skipped (``"skipped": true``, its figures and seconds kept) when the run folder
+already holds it executed with status ok, the same mode and parameters, the same code fingerprint
+(:func:`notebook_fingerprint`: its cells + every mtlutils source) and after the same executions of the
+earlier notebooks (``after``: their ``run_id``); so once one notebook reruns, every later one reruns too.
+``fresh=True`` (``mtlutils run --fresh``) reruns everything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from mtlutils.core.io import atomic_write_json
+from mtlutils.core.io import UnwritableDirError, atomic_write_json, ensure_writable_dir, json_default
 from mtlutils.core.layout import check_mode
+from mtlutils.core.provenance import code_version
 from mtlutils.core.record import FIGURES_ENV
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -83,6 +92,47 @@ def _failure_message(nb: Path, err: Exception) -> str:
     return f"{nb.name} failed in {where}: {ename}: {evalue}"
 
 
+def notebook_fingerprint(path: Path, package_version: str | None = None) -> str:
+    """Hash of the notebook's cells (type + source, not outputs) and of the mtlutils sources."""
+    import nbformat
+
+    cells = [(c.cell_type, c.source) for c in nbformat.read(str(path), as_version=4).cells]
+    digest = hashlib.sha256((package_version or code_version()).encode())
+    digest.update(json.dumps(cells).encode())
+    return digest.hexdigest()[:16]
+
+
+def _load_previous(results_file: Path) -> dict[str, Any]:
+    """The run folder's earlier ``results.json`` (empty when missing or unreadable)."""
+    try:
+        previous = json.loads(results_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
+def _own_figures(figures: dict[str, Any], nb: Path) -> dict[str, Any]:
+    """The figures a notebook recorded (keys start with its number, e.g. ``"01."``)."""
+    prefix = nb.stem.split("_")[0] + "."
+    return {k: v for k, v in figures.items() if k.startswith(prefix)}
+
+
+def _unchanged(previous: dict[str, Any] | None, wanted: dict[str, Any], executed: Path) -> bool:
+    """True when ``previous`` ran ok with exactly the ``wanted`` mode, parameters, code and upstream."""
+    if not isinstance(previous, dict) or previous.get("status") != "ok" or not executed.is_file():
+        return False
+    return all(previous.get(key) == value for key, value in wanted.items())
+
+
+def _prepare_run_dir(out: Path) -> None:
+    """Create the run folder and ``figures/``; a one-line error when they cannot be written."""
+    try:
+        ensure_writable_dir(out)
+        ensure_writable_dir(out / "figures")
+    except UnwritableDirError as err:
+        raise UnwritableDirError(f"cannot write the run folder {out}: {err} (--out DIR)") from None
+
+
 def run_notebooks(
     mode: str = "default",
     only: list[str] | None = None,
@@ -92,11 +142,13 @@ def run_notebooks(
     kernel_name: str = "python3",
     show_progress: bool = True,
     timeout_s: int | None = None,
+    fresh: bool = False,
 ) -> dict:
-    """Execute notebooks in order (``cwd`` = their folder); stop at the first failure.
+    """Execute notebooks in order (``cwd`` = their folder), skipping unchanged ones; stop at the first failure.
 
     Writes ``out_dir/NN_name.ipynb`` and ``out_dir/results.json`` (updated after each notebook) and
-    returns the results dict. Raises :class:`NotebookFailed` after recording the failure.
+    returns the results dict. Raises :class:`NotebookFailed` after recording the failure. Unless
+    ``fresh``, notebooks already run ok with the same inputs are skipped (see the module docstring).
     """
     import papermill
 
@@ -112,23 +164,35 @@ def run_notebooks(
             f"{', '.join(sorted(set().union(*declared.values())))}); see each notebook's parameters cell"
         )
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "figures").mkdir(exist_ok=True)
-    except OSError as err:
-        raise ValueError(
-            f"cannot write the run folder {out} ({err.strerror}); choose another with --out"
-        ) from None
+    _prepare_run_dir(out)
+    results_file = out / "results.json"
+    previous = {} if fresh else _load_previous(results_file)
+    old_entries = previous.get("notebooks") if isinstance(previous.get("notebooks"), dict) else {}
+    old_figures = previous.get("figures") if isinstance(previous.get("figures"), dict) else {}
     figures_file = out / "figures.json"
     figures_file.unlink(missing_ok=True)
     results: dict[str, Any] = {"mode": mode, "parameters": parameters, "notebooks": {}, "figures": {}}
-    results_file = out / "results.json"
+    kept: dict[str, Any] = {}  # figures of skipped notebooks
+    package_version = code_version()
     old_env = {k: os.environ.get(k) for k in (FIGURES_ENV, RUN_DIR_ENV)}
     os.environ[FIGURES_ENV] = str(figures_file.resolve())
     os.environ[RUN_DIR_ENV] = str(out.resolve())
     try:
         for nb in notebooks:
             params = {"MODE": mode} | {k: v for k, v in parameters.items() if k in declared[nb]}
+            wanted = {
+                "mode": mode,
+                "parameters": json.loads(json.dumps(params, default=json_default)),
+                "fingerprint": notebook_fingerprint(nb, package_version),
+                "after": {name: info.get("run_id") for name, info in results["notebooks"].items()},
+            }
+            previous_entry = old_entries.get(nb.stem)
+            if _unchanged(previous_entry, wanted, out / nb.name):
+                results["notebooks"][nb.stem] = dict(previous_entry) | {"skipped": True}
+                kept |= _own_figures(old_figures, nb)
+                results["figures"] = dict(kept)
+                atomic_write_json(results_file, results, indent=1)
+                continue
             start = time.perf_counter()
             status, error = "ok", None
             try:
@@ -143,12 +207,12 @@ def run_notebooks(
                 )
             except Exception as err:  # papermill wraps kernel errors; keep the message short
                 status, error = "failed", _failure_message(nb, err)
-            seconds = round(time.perf_counter() - start, 1)
-            results["notebooks"][nb.stem] = {"seconds": seconds, "status": status}
+            entry: dict[str, Any] = {"seconds": round(time.perf_counter() - start, 1), "status": status}
             if error:
-                results["notebooks"][nb.stem]["error"] = error
-            if figures_file.exists():
-                results["figures"] = json.loads(figures_file.read_text())
+                entry["error"] = error
+            results["notebooks"][nb.stem] = entry | wanted | {"run_id": secrets.token_hex(6)}
+            fresh_figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
+            results["figures"] = kept | fresh_figures
             atomic_write_json(results_file, results, indent=1)
             if error:
                 raise NotebookFailed(f"{error} (executed notebook: {out / nb.name})")
@@ -161,7 +225,11 @@ def run_notebooks(
     return results
 
 
-def print_summary(results: dict, stream=sys.stdout) -> None:
-    """One line per notebook with its status and time."""
+def print_summary(results: dict, stream: TextIO | None = None) -> None:
+    """One line per notebook with its status and time (skipped ones: the time of the run they kept)."""
+    stream = stream or sys.stdout
     for name, info in results["notebooks"].items():
-        print(f"{name:32s} {info['status']:7s} {info['seconds']:7.1f} s", file=stream)
+        if info.get("skipped"):
+            print(f"{name:32s} skipped (unchanged; ran in {info['seconds']:.1f} s before)", file=stream)
+        else:
+            print(f"{name:32s} {info['status']:7s} {info['seconds']:7.1f} s", file=stream)
