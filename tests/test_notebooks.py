@@ -199,5 +199,9 @@ def test_interpretability_numbers(quick_run):
     assert set(figures["05.center_probe_acc"]) == models
     assert figures["05.center_probe_acc"]["baseline (ID 1)"] > 0.4  # the center is readable (chance 1/3)
     assert set(figures["05.center_head_acc"]) == {"reversal (ID 5)"}
-    sil = figures["05.silhouette"]
-    assert set(sil) == models and all({"class", "center"} <= set(s) for s in sil.values())
+    sil, sil_center = figures["05.silhouette"], figures["05.silhouette_center"]  # {model: s}, CNNs + MIL
+    assert models < set(sil) and set(sil) == set(sil_center)
+    assert all(-1 <= v <= 1 for v in [*sil.values(), *sil_center.values()]) and len(set(sil.values())) > 1
+    # the MIL model's [cls] attention against the true lymphocyte density, one Spearman per slide
+    att = figures["05.attention_truth_spearman"]
+    assert att["n_slides"] >= 10 and att["q25"] <= att["median"] <= att["q75"], att

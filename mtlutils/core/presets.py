@@ -68,10 +68,35 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "extra_methods": ["naive/upgrad", "naive/mgda", "naive/nash_mtl"],
         },
     },
-    "05": {  # CNN input px, maximum epochs, bootstrap resamples, Grad-CAM patches, t-SNE beside UMAP
-        "quick": {"px": 48, "epochs": 2, "boot": 100, "cam": 3, "tsne": False},
-        "default": {"px": 64, "epochs": 15, "boot": 500, "cam": 4, "tsne": True},
-        "full": {"px": 96, "epochs": 40, "boot": 1000, "cam": 6, "tsne": True},
+    "05": {  # CNN input px, maximum epochs, bootstrap resamples, Grad-CAM patches, t-SNE beside UMAP,
+        # maximum epochs of the MIL model, patient folds of the bag cohort (fold 0 holds out its test part)
+        "quick": {
+            "px": 48,
+            "epochs": 2,
+            "boot": 100,
+            "cam": 3,
+            "tsne": False,
+            "mil_epochs": 8,
+            "mil_folds": 3,
+        },
+        "default": {
+            "px": 64,
+            "epochs": 15,
+            "boot": 500,
+            "cam": 4,
+            "tsne": True,
+            "mil_epochs": 24,
+            "mil_folds": 5,
+        },
+        "full": {
+            "px": 96,
+            "epochs": 40,
+            "boot": 1000,
+            "cam": 6,
+            "tsne": True,
+            "mil_epochs": 32,
+            "mil_folds": 5,
+        },
     },
 }
 

@@ -120,6 +120,8 @@ README_KEYS = {
     "04 Friedman test across methods": r"04\.friedman_p",
     "05 count from the shared layer (held-out R²)": r"05\.probe_r2\..*\.shared\.count",
     "05 fresh center probe and the adversary's own head": r"05\.center_(probe|head)_acc\..*",
+    "05 silhouette by class ({model: s}; MIL [cls] beside the CNNs' shared layer)": r"05\.silhouette\..*",
+    "05 silhouette by center": r"05\.silhouette_center\..*",
 }
 
 
