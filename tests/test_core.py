@@ -153,3 +153,24 @@ def test_print_env_names_versions_device_threads_and_seed(capsys):
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["seed"] == 3
     assert env["torch_threads"] == torch.get_num_threads() and env["mtlutils"] == mtlutils.__version__
     assert "\n" not in line and "seed 3" in line and f"torch {torch.__version__}" in line
+
+
+def test_key_figures_are_copied_and_shown_in_the_readme(tmp_path):
+    """`mtlutils summary RUN --readme R --figures D`: the three key PNGs land in D and R links them."""
+    from mtlutils.core import cli, summary
+
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"mode": "quick", "notebooks": {}, "figures": {}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{summary.BLOCK_START}\n{summary.BLOCK_END}\n{summary.KEY_START}\n{summary.KEY_END}\n")
+    args = ["summary", str(run), "--readme", str(readme), "--figures", str(tmp_path / "docs" / "figures")]
+    assert cli.main(args) == 2  # no figures in the run yet: a one-line error, the README untouched
+    assert summary.KEY_START + "\n" + summary.KEY_END in readme.read_text()
+    for i, name in enumerate(summary.KEY_FIGURES):
+        (run / "figures" / f"{name}.png").write_bytes(bytes([i]) * 10)
+    assert cli.main(args) == 0
+    text = readme.read_text()
+    for i, name in enumerate(summary.KEY_FIGURES):
+        assert (tmp_path / "docs" / "figures" / f"{name}.png").read_bytes() == bytes([i]) * 10
+        assert f"](docs/figures/{name}.png)" in text

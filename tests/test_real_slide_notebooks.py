@@ -1,9 +1,9 @@
-"""Bring your own slides: the real Aperio slide of ``../shared/data`` through notebooks 01-03, unlabeled.
+"""Bring your own slides: the real Aperio slide of ``../shared/data`` through notebooks 01-03 and 05, unlabeled.
 
 A ``manifest.csv`` without labels (no ``annotation``, no ``has_tumour``) in ``DATA_DIR`` makes the
 notebooks use that cohort (:mod:`mtlutils.data.unlabeled`): 01 tiles it and draws its tissue mask and
 tile grid, 02 measures the concepts, both skip what needs labels, centers or the truth with a visible
-note, and 03 stops after its set-up with a note. Skipped with a reason when the slide is absent.
+note, and 03 and 05 stop after their set-up with a note. Skipped with a reason when the slide is absent.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def unlabeled_run(real_slide, tmp_path_factory):
     }
     try:
         results = runner.run_notebooks(
-            mode="quick", only=["01", "02", "03"], out_dir=out, parameters=params, show_progress=False
+            mode="quick", only=["01", "02", "03", "05"], out_dir=out, parameters=params, show_progress=False
         )
     except runner.NotebookFailed as err:
         pytest.fail(str(err))
@@ -81,7 +81,6 @@ def test_real_slide_tiles_and_figures(unlabeled_run):
         "01_tile_grids",
         "01_patches",
         "01_stain_lab",
-        "01_od_histograms",
         "02_segmentation_overlays",
         "02_concept_distributions",
         "02_stain_effect",
@@ -101,7 +100,8 @@ def test_real_slide_skip_notes(unlabeled_run):
     first = _outputs(out / "01_data_preparation.ipynb")
     second = _outputs(out / "02_concept_features.ipynb")
     third = _outputs(out / "03_multitask_adversarial_cnn.ipynb")
-    for text in (first, second, third):
+    fifth = _outputs(out / "05_interpretability.ipynb")
+    for text in (first, second, third, fifth):
         assert "ERROR" not in text
     for note in (
         "annotation labels against the truth",
@@ -118,4 +118,6 @@ def test_real_slide_skip_notes(unlabeled_run):
     ):
         assert f"Skipped: {note}" in second, note
     assert "Skipped: training and evaluating the CNNs" in third
+    assert "is in this cohort: the real-slide comparison is skipped" in first  # never compared with itself
+    assert "Skipped: training and opening the CNNs" in fifth  # 05 stops too: nothing to train
     assert "0 labelled" in first and "0 labelled" in second

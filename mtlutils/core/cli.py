@@ -131,6 +131,7 @@ def _add_summary(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder holding results.json")
     p.add_argument("--readme", default=None, help="rewrite the measured block of this README in place")
     p.add_argument("--machine", default="2-core CPU, 24 GB", help="hardware named in the block")
+    p.add_argument("--figures", default=None, help="with --readme: copy the key figures here and show them")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -258,8 +259,15 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         path = Path(args.readme)
         if not path.is_file():
             raise FileNotFoundError(f"--readme {path} does not exist")
-        atomic_write_text(path, summary.replace_block(path.read_text(), block))
-        print(f"updated the measured block of {path}")
+        text = summary.replace_block(path.read_text(), block)
+        if args.figures:
+            images = summary.copy_key_figures(args.run, args.figures, path)
+            text = summary.replace_block(text, images, summary.KEY_START, summary.KEY_END)
+        atomic_write_text(path, text)
+        print(
+            f"updated the measured block of {path}"
+            + (f" and its figures in {args.figures}" if args.figures else "")
+        )
     else:
         print(block)
     return 0

@@ -94,13 +94,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between :data:`BLOCK_START` and :data:`BLOCK_END` replaced by ``block``."""
-    if BLOCK_START not in text or BLOCK_END not in text:
-        raise ValueError(f"the README has no {BLOCK_START} … {BLOCK_END} markers to fill")
-    head, rest = text.split(BLOCK_START, 1)
-    _, tail = rest.split(BLOCK_END, 1)
-    return f"{head}{BLOCK_START}\n{block.strip()}\n{BLOCK_END}{tail}"
+def replace_block(text: str, block: str, start: str = BLOCK_START, end: str = BLOCK_END) -> str:
+    """``text`` with the part between the ``start`` and ``end`` markers replaced by ``block``."""
+    if start not in text or end not in text:
+        raise ValueError(f"the README has no {start} … {end} markers to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block.strip()}\n{end}{tail}"
+
+
+def copy_key_figures(run_dir: str | os.PathLike, dest: str | os.PathLike, readme: str | os.PathLike) -> str:
+    """Copy the run's :data:`KEY_FIGURES` PNGs into ``dest`` (atomically) and return the README's
+    markdown for them, with paths relative to ``readme``'s folder; a missing figure is a one-line error."""
+    from mtlutils.core.io import atomic_path
+
+    source, dest = Path(run_dir) / "figures", Path(dest)
+    missing = [name for name in KEY_FIGURES if not (source / f"{name}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{source} lacks {', '.join(missing)}.png; run the whole tutorial into {run_dir}"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, caption in KEY_FIGURES.items():
+        with atomic_path(dest / f"{name}.png") as tmp:
+            tmp.write_bytes((source / f"{name}.png").read_bytes())
+        rel = os.path.relpath((dest / f"{name}.png").resolve(), Path(readme).resolve().parent)
+        lines.append(f"**{caption}**\n\n![{caption}]({Path(rel).as_posix()})\n")
+    return "\n".join(lines)
+
+
+#: the three figures the README shows (file stem in RUN_DIR/figures -> caption)
+KEY_FIGURES = {
+    "01_card": "01 · The cohort card: how hard the task is, measured from the generator's truth before any model",
+    "03_table2_auc": "03 · Paper A's Table 2 measured: internal and external AUC of every configuration, per seed",
+    "05_slide_maps": "05 · A MIL model's [cls] attention over a slide beside the true lymphocyte density",
+}
+KEY_START, KEY_END = "<!-- key-figures:start -->", "<!-- key-figures:end -->"
 
 
 #: what the README's "What the default run measured" block shows: label -> key pattern (regex)
@@ -122,6 +152,8 @@ README_KEYS = {
     "05 fresh center probe and the adversary's own head": r"05\.center_(probe|head)_acc\..*",
     "05 silhouette by class ({model: s}; MIL [cls] beside the CNNs' shared layer)": r"05\.silhouette\..*",
     "05 silhouette by center": r"05\.silhouette_center\..*",
+    "05 TME score from the MIL [cls] embedding (held-out R², with the random control)": r"05\.mil_probe_r2\..*",
+    "05 MIL [cls] attention vs the true lymphocyte density (Spearman per slide)": r"05\.attention_truth_spearman\.(median|q25|q75|share_positive|n_slides)",
 }
 
 
