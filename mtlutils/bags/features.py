@@ -71,6 +71,17 @@ def render_tiles(tiles: pd.DataFrame, center: str, cfg: BagCohortConfig) -> tupl
     return images, lymph
 
 
+def _cached_truth(target: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The ground truth stored in a slide's feature file when it was written with ``key``, else None."""
+    if target.is_file():
+        try:
+            if read_h5_attrs(target).get("key") == key:
+                return read_h5(target, keys=list(TRUTH_KEYS))[0]
+        except OSError:
+            pass  # unreadable: to be written again
+    return None
+
+
 def encode_slide(
     slide: dict[str, Any],
     tiles: pd.DataFrame,
@@ -85,12 +96,9 @@ def encode_slide(
     enc = get_encoder(encoder, encoder_path)
     key = _slide_key(cohort_key, slide["slide_id"], encoder, enc.code_hash)
     target = Path(path)
-    if target.is_file():
-        try:
-            if read_h5_attrs(target).get("key") == key:
-                return read_h5(target, keys=list(TRUTH_KEYS))[0]
-        except OSError:
-            pass  # unreadable: written again below
+    cached = _cached_truth(target, key)
+    if cached is not None:
+        return cached
     images, lymph = render_tiles(tiles, slide["center"], cfg)
     feats = enc.encode(images, cfg.mpp)
     grid = tiles[["col", "row"]].to_numpy(np.float64)
@@ -153,7 +161,14 @@ def build_bag_cohort(
         for row in rows
     ]
     n_workers = workers or cpu_count()
-    truths = list(parallel_map(encode_slide, tasks, workers=n_workers, desc=f"bags ({encoder})"))
+    # slides already encoded with this key are read here; only the others start worker processes
+    truths: list[dict[str, np.ndarray] | None] = [
+        _cached_truth(Path(t[5]), _slide_key(t[6], t[0]["slide_id"], encoder, enc.code_hash)) for t in tasks
+    ]
+    todo = [i for i, truth in enumerate(truths) if truth is None]
+    done = parallel_map(encode_slide, [tasks[i] for i in todo], workers=n_workers, desc=f"bags ({encoder})")
+    for i, truth in zip(todo, done, strict=True):
+        truths[i] = truth
     for name, column in TRUTH_COLUMNS.items():
         tiles[column] = np.concatenate([t[name] for t in truths])
     seconds = time.perf_counter() - t0
